@@ -1,0 +1,3 @@
+from maskwright.cli import app
+
+app()
