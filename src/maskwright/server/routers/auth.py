@@ -1,0 +1,56 @@
+"""Login, the current user, and user management (admin)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, HTTPException, status
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from maskwright.server.auth import authenticate, create_user, issue_token
+from maskwright.server.deps import current_user, get_db, require_role
+from maskwright.server.schemas import LoginIn, LoginOut, UserIn, UserOut
+from maskwright.store.models import ApiToken, User
+
+router = APIRouter(tags=["auth"])
+
+
+def user_out(user: User) -> UserOut:
+    return UserOut(id=user.id, username=user.username, role=user.role)
+
+
+@router.post("/auth/login", response_model=LoginOut)
+def login(body: LoginIn, db: Session = Depends(get_db)) -> LoginOut:
+    user = authenticate(db, body.username, body.password)
+    if user is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong username or password")
+    token = issue_token(db, user)
+    db.commit()
+    return LoginOut(token=token, user=user_out(user))
+
+
+@router.post("/auth/logout", status_code=204)
+def logout(user: User = Depends(current_user), db: Session = Depends(get_db)):
+    """Revoke every login token of the current user."""
+    for tok in db.execute(select(ApiToken).where(ApiToken.user_id == user.id, ApiToken.name == "login")).scalars():
+        db.delete(tok)
+    db.commit()
+
+
+@router.get("/auth/me", response_model=UserOut)
+def me(user: User = Depends(current_user)) -> UserOut:
+    return user_out(user)
+
+
+@router.get("/users", response_model=list[UserOut])
+def list_users(_: User = Depends(require_role("admin")), db: Session = Depends(get_db)) -> list[UserOut]:
+    return [user_out(u) for u in db.execute(select(User).order_by(User.id)).scalars()]
+
+
+@router.post("/users", response_model=UserOut, status_code=201)
+def add_user(body: UserIn, _: User = Depends(require_role("admin")), db: Session = Depends(get_db)) -> UserOut:
+    try:
+        user = create_user(db, body.username, body.password, body.role)
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT if "exists" in str(exc) else 422, str(exc)) from None
+    db.commit()
+    return user_out(user)
