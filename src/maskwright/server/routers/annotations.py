@@ -49,9 +49,7 @@ def author_names(db: Session, ids: set[int | None]) -> dict[int, str]:
 def check_label(db: Session, label_id: int, img: Image) -> None:
     lab = db.get(Label, label_id)
     if lab is None or lab.project_id != img.project_id:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY, f"label {label_id} is not a label of project {img.project_id}"
-        )
+        raise HTTPException(422, f"label {label_id} is not a label of project {img.project_id}")
 
 
 def mask_fields(rle: dict, polygons: list[PolygonPart] | None, img: Image, tolerance: float) -> dict:
@@ -59,14 +57,14 @@ def mask_fields(rle: dict, polygons: list[PolygonPart] | None, img: Image, toler
     size = [int(v) for v in rle["size"]]
     if size != [img.height, img.width]:
         raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            422,
             f"rle size {size} does not match image {img.id} of [H, W] = [{img.height}, {img.width}]",
         )
     try:
         rle_decode(rle)
         fields = annotation_from_rle({"size": size, "counts": rle["counts"]}, polygon_tolerance=tolerance)
     except (ValueError, TypeError) as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"rle is not a valid COCO RLE: {exc}") from None
+        raise HTTPException(422, f"rle is not a valid COCO RLE: {exc}") from None
     if polygons is not None:
         fields["polygons"] = [p.model_dump() for p in polygons]
     return fields

@@ -28,7 +28,7 @@ def automask(
         raise not_found("project", pid)
     img = get_image(db, body.image_id)
     if img.project_id != pid:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"image {img.id} is not in project {pid}")
+        raise HTTPException(422, f"image {img.id} is not in project {pid}")
     try:  # built separately; the server must run without it
         from maskwright.automask import AutoMaskGenerator
         from maskwright.predictor import Predictor, image_key

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Body, Depends, HTTPException, status
+from fastapi import APIRouter, Body, Depends, HTTPException
 from sqlalchemy.orm import Session
 
 from maskwright.server.deps import current_user, get_db
@@ -23,7 +23,7 @@ def add_events(
 ) -> Stored:
     get_image(db, iid)
     if len(events) > MAX_EVENTS:
-        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"at most {MAX_EVENTS} events per request")
+        raise HTTPException(413, f"at most {MAX_EVENTS} events per request")
     db.add_all(InteractionEvent(image_id=iid, user_id=user.id, **e.model_dump()) for e in events)
     db.commit()
     return Stored(stored=len(events))

@@ -7,7 +7,7 @@ import os
 import re
 import tempfile
 
-from fastapi import APIRouter, Depends, File, HTTPException, Query, UploadFile, status
+from fastapi import APIRouter, Depends, File, HTTPException, Query, UploadFile
 from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 
@@ -59,7 +59,7 @@ def import_annotations(
         raise not_found("project", pid)
     data = file.file.read(MAX_IMPORT_BYTES + 1)
     if len(data) > MAX_IMPORT_BYTES:
-        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, "COCO file over 512 MiB")
+        raise HTTPException(413, "COCO file over 512 MiB")
     try:
         coco = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

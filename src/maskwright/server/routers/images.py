@@ -85,15 +85,15 @@ def upload_images(
         data = up.file.read(limit + 1)
         if len(data) > limit:
             raise HTTPException(
-                status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+                413,
                 f"{up.filename or 'file'} is over the upload limit of {limit // 2**20} MiB; nothing was stored",
             )
         try:
             checked.append(check_image(data, up.filename, max_pixels=state.settings.max_pixels))
         except ImageTooLargeError as exc:
-            raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"{exc}; nothing was stored") from None
+            raise HTTPException(413, f"{exc}; nothing was stored") from None
         except ValueError as exc:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"{exc}; nothing was stored") from None
+            raise HTTPException(422, f"{exc}; nothing was stored") from None
     try:
         images = add_images(db, state.files, project, checked)
         db.commit()

@@ -73,7 +73,7 @@ def predict(
         # Validate against the stored size before any encode, so bad prompts fail fast.
         validate_prompt((img.height, img.width), coords, labels, body.box, mask_input)
     except ValueError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from None
+        raise HTTPException(422, str(exc)) from None
 
     t0 = time.perf_counter()
     was_ready = state.embeddings.status(ref.sha256) == "ready"
@@ -86,7 +86,7 @@ def predict(
     try:
         prompt = validate_prompt(emb.original_size, coords, labels, body.box, mask_input)
     except ValueError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from None
+        raise HTTPException(422, str(exc)) from None
     k = 3 if body.multimask else 1
     pred = state.engine.decode(emb, prompt, body.multimask)
     check_prediction(pred, emb.original_size, k)
