@@ -132,8 +132,9 @@ class Server:
 
     def add_user(self, username: str, role: str) -> dict:
         password = f"{username}-password"
-        r = self.client.post("/api/users", json={"username": username, "password": password, "role": role},
-                             headers=self.admin)  # fmt: skip
+        r = self.client.post(
+            "/api/users", json={"username": username, "password": password, "role": role}, headers=self.admin
+        )
         assert r.status_code == 201, r.text
         return self.login(username, password)
 

@@ -35,8 +35,12 @@ def test_roles_are_enforced(server):
     (img,) = server.upload(pid, [("a.png", png_bytes(synthetic_photo(1)))]).json()
 
     assert c.delete(f"/api/projects/{pid}", headers=annotator).status_code == 403
-    assert c.post("/api/users", json={"username": "x", "password": "12345678", "role": "admin"},
-                  headers=annotator).status_code == 403  # fmt: skip
+    assert (
+        c.post(
+            "/api/users", json={"username": "x", "password": "12345678", "role": "admin"}, headers=annotator
+        ).status_code
+        == 403
+    )
     assert server.upload(pid, [("b.png", png_bytes(synthetic_photo(2)))], headers=reviewer).status_code == 403
     # Annotators mark done; only reviewers (and admins) mark reviewed.
     assert c.patch(f"/api/images/{img['id']}", json={"status": "done"}, headers=annotator).status_code == 200
@@ -152,8 +156,11 @@ def test_concurrent_updates_give_one_200_and_one_409(server):
     assert c.delete(f"/api/annotations/{ann['id']}?version=3", headers=h).status_code == 204
     assert c.delete(f"/api/annotations/{ann['id']}?version=3", headers=h).status_code == 404
     wrong = rle_encode(np.zeros((10, 10), bool))
-    r = c.post(f"/api/images/{img['id']}/annotations", json={"label_id": p["labels"][0]["id"], "rle": wrong,
-               "source": "click"}, headers=h)  # fmt: skip
+    r = c.post(
+        f"/api/images/{img['id']}/annotations",
+        json={"label_id": p["labels"][0]["id"], "rle": wrong, "source": "click"},
+        headers=h,
+    )
     assert r.status_code == 422 and "size" in r.json()["detail"]
 
 
@@ -172,8 +179,7 @@ def _coco_fixture(images: list[dict]) -> dict:
         anns.append({"image_id": im["id"], "category_id": 9, "segmentation": [[90, 5, 120, 5, 120, 30, 90, 30]]})
     for k, a in enumerate(anns):
         a["id"] = 100 + k
-    return {"images": images, "annotations": anns,
-            "categories": [{"id": 7, "name": "ring"}, {"id": 9, "name": "blob"}]}  # fmt: skip
+    return {"images": images, "annotations": anns, "categories": [{"id": 7, "name": "ring"}, {"id": 9, "name": "blob"}]}
 
 
 def test_coco_import_then_export_gives_the_same_instances(server):
@@ -279,8 +285,10 @@ def test_events_are_stored(server):
     c, h = server.client, server.admin
     p = server.project()
     (img,) = server.upload(p["id"], [("a.png", png_bytes(synthetic_photo(1)))]).json()
-    events = [{"kind": "click", "t": 1.5, "x": 10, "y": 20, "label": 1},
-              {"kind": "choose_candidate", "t": 2.0, "candidate": 2, "score": 0.8, "mask_change": 0.1}]  # fmt: skip
+    events = [
+        {"kind": "click", "t": 1.5, "x": 10, "y": 20, "label": 1},
+        {"kind": "choose_candidate", "t": 2.0, "candidate": 2, "score": 0.8, "mask_change": 0.1},
+    ]
     r = c.post(f"/api/images/{img['id']}/events", json=events, headers=h)
     assert r.status_code == 200 and r.json() == {"stored": 2}
     assert c.post(f"/api/images/{img['id']}/events", json=[{"kind": "drop table"}], headers=h).status_code == 422
@@ -305,8 +313,9 @@ def test_restart_loses_nothing(tmp_path, database_url):
         mask = np.zeros((96, 128), bool)
         mask[5:25, 5:45] = True
         ann = _annotate(srv, img["id"], p["labels"][1]["id"], mask)
-        r = srv.client.post(f"/api/images/{img['id']}/predict", json={"points": [[64, 48]], "labels": [1]},
-                            headers=srv.admin)  # fmt: skip
+        r = srv.client.post(
+            f"/api/images/{img['id']}/predict", json={"points": [[64, 48]], "labels": [1]}, headers=srv.admin
+        )
         assert r.status_code == 200
         token = srv.admin
     finally:
