@@ -1,0 +1,52 @@
+"""``sam2`` engines (SAM 2 / 2.1 Hiera) on ``transformers.Sam2Model``, single images.
+
+Differences from SAM handled here: the image is squashed to 1024x1024 (no padding), points scale by
+``(1024 / W, 1024 / H)``, the embedding holds the two high-resolution feature maps besides the 64x64 one,
+a padding point is always added, and low-res logits cover the squashed image (converted to and from
+maskwright's padded convention at this boundary, see :mod:`maskwright.engines.sam_common`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from maskwright.engines import sam_common
+from maskwright.engines.sam import SamFamilyEngine
+
+
+class Sam2Engine(SamFamilyEngine):
+    family = "sam2"
+    high_res_names = ("high_res_feats_0", "high_res_feats_1")
+
+    def _load_model(self) -> nn.Module:
+        from transformers import Sam2Model
+
+        return Sam2Model.from_pretrained(self.model_dir, dtype=torch.float32)
+
+    def _preprocess(self, image: np.ndarray) -> tuple[np.ndarray, dict]:
+        return sam_common.preprocess_sam2(image), {}
+
+    def _encode(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
+        s0, s1, emb = self.model.get_image_embeddings(pixel_values)
+        return {"image_embeddings": emb, "high_res_feats_0": s0, "high_res_feats_1": s1}
+
+    def _transform_coords(self, coords: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
+        return sam_common.transform_coords_sam2(coords, original_size)
+
+    def _pad_with_box(self) -> bool:
+        return True
+
+    def _mask_input_to_model(self, mask_input: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
+        return sam_common.padded_to_sam2_lowres(mask_input, original_size)
+
+    def _postprocess(self, lowres: np.ndarray, original_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        masks = sam_common.postprocess_sam2(lowres, original_size) > 0
+        return masks, sam_common.sam2_lowres_to_padded(lowres, original_size)
+
+    def _encode_shapes(self) -> list[torch.Tensor]:
+        # Run the real encoder once on a blank image: SAM 2's feature shapes depend on its config in several ways.
+        with torch.inference_mode():
+            feats = self._encode(torch.zeros(1, 3, sam_common.INPUT_SIZE, sam_common.INPUT_SIZE))
+        return [feats["image_embeddings"].clone(), feats["high_res_feats_0"].clone(), feats["high_res_feats_1"].clone()]
