@@ -8,12 +8,9 @@ Any ``maskwright eval`` options are passed through. Timings are wall-clock on wh
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
-
-from typer.testing import CliRunner
-
-from maskwright.cli import app
 
 
 def markdown_rows(summary: dict) -> list[str]:
@@ -38,10 +35,10 @@ def main(argv: list[str]) -> int:
     if "--out" not in argv and "-o" not in argv:
         print("usage: run_eval.py DATASET [maskwright eval options] --out DIR", file=sys.stderr)
         return 2
-    result = CliRunner().invoke(app, ["eval", *argv])
-    print(result.output, end="")
-    if result.exit_code != 0:
-        return result.exit_code
+    # A child process, so the progress bar and messages go straight to the terminal.
+    code = subprocess.call([sys.executable, "-m", "maskwright.cli", "eval", *argv])
+    if code != 0:
+        return code
     out = Path(argv[(argv.index("--out") if "--out" in argv else argv.index("-o")) + 1])
     summary = json.loads((out / "summary.json").read_text())
     print(f"\n{summary['n_samples']} samples, {summary['max_clicks']} clicks, {summary['date_utc']}\n")
