@@ -376,14 +376,17 @@ def test_eval_cli_errors_exit_2_with_one_line(tmp_path: Path):
     mismatch = make_folder_dataset(tmp_path / "mismatch", n=1)
     Image.fromarray(np.zeros((30, 30), np.uint8)).save(mismatch / "masks" / "img0.bmp")
 
-    cases = {
-        no_pairs: "no image/mask pairs",
-        unreadable: "not a readable image",
-        mismatch: "size mismatch",
-        tmp_path / "missing": "not found",
-    }
-    for dataset, message in cases.items():
-        r = run("eval", str(dataset), "--engine", "classic", "--out", str(tmp_path / "out"))
-        assert r.returncode == 2, (dataset, r.stderr)
+    good = make_folder_dataset(tmp_path / "good", n=1)
+    cases = [
+        ((str(no_pairs),), "no image/mask pairs"),
+        ((str(unreadable),), "not a readable image"),
+        ((str(mismatch),), "size mismatch"),
+        ((str(tmp_path / "missing"),), "not found"),
+        ((str(good), "--engine", "no-such-engine"), "unknown engine"),
+        ((str(good), "--max-clicks", "0"), "--max-clicks"),
+    ]
+    for args, message in cases:
+        r = run("eval", *args, "--out", str(tmp_path / "out"))
+        assert r.returncode == 2, (args, r.stderr)
         assert message in r.stderr and "Traceback" not in r.stderr
         assert len(r.stderr.strip().splitlines()) == 1
