@@ -230,6 +230,8 @@ def test_coco_json_dataset(tmp_path: Path):
     _, gt, _ = samples[1].load()
     assert np.array_equal(gt, rle_mask)
     assert load_dataset(path, images_dir=other)[0].image_path == other / "a.png"
+    result = evaluate_engine(Predictor(RecordingEngine()), samples, max_clicks=2)
+    assert len(result.samples) == 2 and len(result.set_image_seconds) == 1  # one encode per image
     coco["images"][0]["width"] = 81
     path.write_text(json.dumps(coco))
     with pytest.raises(ValueError, match="size mismatch"):
@@ -339,6 +341,9 @@ def test_eval_cli_writes_summary_csv_and_plot(tmp_path: Path):
         rows = list(csv.DictReader(f))
     assert [r["sample"] for r in rows] == ["img0", "img1"] and all(0 <= float(r["iou_3"]) <= 1 for r in rows)
     assert np.mean([float(r["iou_1"]) for r in rows]) == pytest.approx(stats["mean_iou_per_click"][0], abs=1e-5)
+    clicks = json.loads((out / "clicks.json").read_text())["classic"]
+    x, y, label = clicks["img0"][0]
+    assert len(clicks["img0"]) == 3 and label == 1 and 10 <= x < 45 and 12 <= y < 50  # inside the object
     png = cv2.imread(str(out / "iou_vs_clicks.png"))
     assert png is not None and png.shape[0] > 100
 

@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
         images: Path | None = typer.Option(None, "--images", help="Image folder of a COCO JSON (default: its folder)."),
         out: Path = typer.Option(..., "--out", "-o", help="Output folder for summary.json, CSV and plot."),
     ) -> None:
-        """Simulate clicks (RITM protocol) and write summary.json, per_sample.csv and iou_vs_clicks.png."""
+        """Simulate clicks (RITM protocol); write summary.json, per_sample.csv, clicks.json, iou_vs_clicks.png."""
         from tqdm import tqdm
 
         from maskwright import Predictor
@@ -54,6 +54,7 @@ def register(app: typer.Typer) -> None:
         }
         curves = {}
         rows = []
+        clicks = {}  # engine -> sample -> [[x, y, label], ...], to compare runs click by click
         for predictor in predictors:
             name = predictor.engine.name
             with tqdm(total=len(samples), desc=f"eval {name}", unit="sample") as bar:
@@ -66,6 +67,7 @@ def register(app: typer.Typer) -> None:
             stats = summarize(result.all_ious, result.click_seconds, result.set_image_seconds, max_clicks)
             summary["engines"][name] = stats
             curves[name] = stats["mean_iou_per_click"]
+            clicks[name] = {res.name: [[c.x, c.y, c.label] for c in res.clicks] for res in result.samples}
             for res in result.samples:
                 rows.append(
                     [
@@ -88,5 +90,6 @@ def register(app: typer.Typer) -> None:
             writer = csv.writer(f)
             writer.writerow(["engine", "sample", "noc85", "noc90"] + [f"iou_{k}" for k in range(1, max_clicks + 1)])
             writer.writerows(rows)
+        (out / "clicks.json").write_text(json.dumps(clicks))
         plot_iou_vs_clicks(curves, out / "iou_vs_clicks.png", title=f"{dataset.name} ({len(samples)} samples)")
-        typer.echo(f"wrote {out}/summary.json, per_sample.csv, iou_vs_clicks.png")
+        typer.echo(f"wrote {out}/summary.json, per_sample.csv, clicks.json, iou_vs_clicks.png")

@@ -96,9 +96,11 @@ def evaluate_engine(
     result = EngineResult(engine=predictor.engine.name)
     current_image = None
     for sample in samples:
-        rgb, gt, ignore = sample.load()
         set_time = None
-        if sample.image_path != current_image:
+        if sample.image_path == current_image:  # another object of the same image (COCO): no re-encode
+            gt, ignore = sample.load_masks()
+        else:
+            rgb, gt, ignore = sample.load()
             t0 = time.perf_counter()
             predictor.set_image(rgb)
             set_time = time.perf_counter() - t0
