@@ -6,6 +6,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine as DbEngine
 from sqlalchemy.orm import Session, sessionmaker
@@ -16,7 +17,16 @@ from maskwright.server.embeddings import EmbeddingService
 from maskwright.server.predictions import PredictionCache
 from maskwright.store.files import FileStore
 
+if TYPE_CHECKING:
+    from maskwright.server.deps import TokenCache
+
 log = logging.getLogger("maskwright.server")
+
+
+def _token_cache():
+    from maskwright.server.deps import TokenCache
+
+    return TokenCache()
 
 
 @dataclass
@@ -61,3 +71,4 @@ class ServerState:
     embeddings: EmbeddingService
     predictions: PredictionCache
     generated_admin_password: str | None = None
+    token_cache: TokenCache = field(default_factory=lambda: _token_cache())

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from maskwright.exchange.coco import annotation_from_rle
 from maskwright.masks import rle_decode
-from maskwright.server.deps import current_user, get_db, get_state, not_found
+from maskwright.server.deps import AuthUser, current_user, get_db, get_state, not_found
 from maskwright.server.routers.images import get_image
 from maskwright.server.schemas import AnnotationIn, AnnotationOut, AnnotationPatch, PolygonPart
 from maskwright.server.state import ServerState
@@ -71,7 +71,9 @@ def mask_fields(rle: dict, polygons: list[PolygonPart] | None, img: Image, toler
 
 
 @router.get("/images/{iid}/annotations", response_model=list[AnnotationOut])
-def list_annotations(iid: int, _: User = Depends(current_user), db: Session = Depends(get_db)) -> list[AnnotationOut]:
+def list_annotations(
+    iid: int, _: AuthUser = Depends(current_user), db: Session = Depends(get_db)
+) -> list[AnnotationOut]:
     get_image(db, iid)
     rows = db.execute(select(Annotation).where(Annotation.image_id == iid).order_by(Annotation.id)).scalars().all()
     names = author_names(db, {a.author_id for a in rows})
@@ -82,7 +84,7 @@ def list_annotations(iid: int, _: User = Depends(current_user), db: Session = De
 def create_annotation(
     iid: int,
     body: AnnotationIn,
-    user: User = Depends(current_user),
+    user: AuthUser = Depends(current_user),
     db: Session = Depends(get_db),
     state: ServerState = Depends(get_state),
 ) -> AnnotationOut:
@@ -122,7 +124,7 @@ def _conflict_or_missing(db: Session, aid: int, version: int) -> HTTPException:
 def update_annotation(
     aid: int,
     body: AnnotationPatch,
-    user: User = Depends(current_user),
+    user: AuthUser = Depends(current_user),
     db: Session = Depends(get_db),
     state: ServerState = Depends(get_state),
 ) -> AnnotationOut:
@@ -157,7 +159,7 @@ def update_annotation(
 def delete_annotation(
     aid: int,
     version: int = Query(..., description="the version the client last saw"),
-    _: User = Depends(current_user),
+    _: AuthUser = Depends(current_user),
     db: Session = Depends(get_db),
 ) -> Response:
     result = db.execute(

@@ -7,8 +7,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from maskwright.server.auth import authenticate, create_user, issue_token
-from maskwright.server.deps import current_user, get_db, require_role
+from maskwright.server.deps import AuthUser, current_user, get_db, get_state, require_role
 from maskwright.server.schemas import LoginIn, LoginOut, UserIn, UserOut
+from maskwright.server.state import ServerState
 from maskwright.store.models import ApiToken, User
 
 router = APIRouter(tags=["auth"])
@@ -29,25 +30,28 @@ def login(body: LoginIn, db: Session = Depends(get_db)) -> LoginOut:
 
 
 @router.post("/auth/logout", status_code=204)
-def logout(user: User = Depends(current_user), db: Session = Depends(get_db)):
+def logout(
+    user: AuthUser = Depends(current_user), db: Session = Depends(get_db), state: ServerState = Depends(get_state)
+):
     """Revoke every login token of the current user."""
     for tok in db.execute(select(ApiToken).where(ApiToken.user_id == user.id, ApiToken.name == "login")).scalars():
         db.delete(tok)
     db.commit()
+    state.token_cache.forget_user(user.id)
 
 
 @router.get("/auth/me", response_model=UserOut)
-def me(user: User = Depends(current_user)) -> UserOut:
+def me(user: AuthUser = Depends(current_user)) -> UserOut:
     return user_out(user)
 
 
 @router.get("/users", response_model=list[UserOut])
-def list_users(_: User = Depends(require_role("admin")), db: Session = Depends(get_db)) -> list[UserOut]:
+def list_users(_: AuthUser = Depends(require_role("admin")), db: Session = Depends(get_db)) -> list[UserOut]:
     return [user_out(u) for u in db.execute(select(User).order_by(User.id)).scalars()]
 
 
 @router.post("/users", response_model=UserOut, status_code=201)
-def add_user(body: UserIn, _: User = Depends(require_role("admin")), db: Session = Depends(get_db)) -> UserOut:
+def add_user(body: UserIn, _: AuthUser = Depends(require_role("admin")), db: Session = Depends(get_db)) -> UserOut:
     try:
         user = create_user(db, body.username, body.password, body.role)
     except ValueError as exc:

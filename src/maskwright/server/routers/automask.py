@@ -6,12 +6,12 @@ from fastapi import APIRouter, Depends, HTTPException, status
 from sqlalchemy.orm import Session
 
 from maskwright.imageio import decode_image
-from maskwright.server.deps import current_user, get_db, get_state, not_found
+from maskwright.server.deps import AuthUser, current_user, get_db, get_state, not_found
 from maskwright.server.routers.images import get_image, image_ref
 from maskwright.server.routers.predict import candidates_of
 from maskwright.server.schemas import AutomaskIn, AutomaskOut, Proposal
 from maskwright.server.state import ServerState
-from maskwright.store.models import Project, User
+from maskwright.store.models import Project
 
 router = APIRouter(tags=["automask"])
 
@@ -20,7 +20,7 @@ router = APIRouter(tags=["automask"])
 def automask(
     pid: int,
     body: AutomaskIn,
-    _: User = Depends(current_user),
+    _: AuthUser = Depends(current_user),
     db: Session = Depends(get_db),
     state: ServerState = Depends(get_state),
 ) -> AutomaskOut:

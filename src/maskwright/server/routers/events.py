@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Body, Depends, HTTPException
 from sqlalchemy.orm import Session
 
-from maskwright.server.deps import current_user, get_db
+from maskwright.server.deps import AuthUser, current_user, get_db
 from maskwright.server.routers.images import get_image
 from maskwright.server.schemas import EventIn, Stored
-from maskwright.store.models import InteractionEvent, User
+from maskwright.store.models import InteractionEvent
 
 router = APIRouter(tags=["events"])
 MAX_EVENTS = 1000
@@ -18,7 +18,7 @@ MAX_EVENTS = 1000
 def add_events(
     iid: int,
     events: list[EventIn] = Body(...),
-    user: User = Depends(current_user),
+    user: AuthUser = Depends(current_user),
     db: Session = Depends(get_db),
 ) -> Stored:
     get_image(db, iid)

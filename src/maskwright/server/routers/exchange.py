@@ -12,10 +12,10 @@ from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 
 from maskwright.exchange import EXPORT_FORMATS, export_project, import_coco
-from maskwright.server.deps import current_user, get_db, get_state, not_found, require_role
+from maskwright.server.deps import AuthUser, current_user, get_db, get_state, not_found, require_role
 from maskwright.server.schemas import ImportOut
 from maskwright.server.state import ServerState
-from maskwright.store.models import Project, User
+from maskwright.store.models import Project
 
 router = APIRouter(tags=["import/export"])
 MAX_IMPORT_BYTES = 512 * 2**20
@@ -25,7 +25,7 @@ MAX_IMPORT_BYTES = 512 * 2**20
 def export(
     pid: int,
     format: str = Query("coco", description=" | ".join(EXPORT_FORMATS)),
-    _: User = Depends(current_user),
+    _: AuthUser = Depends(current_user),
     db=Depends(get_db),
     state: ServerState = Depends(get_state),
 ) -> FileResponse:
@@ -52,7 +52,7 @@ def export(
 def import_annotations(
     pid: int,
     file: UploadFile = File(..., description="COCO instances JSON"),
-    user: User = Depends(require_role("admin", "annotator")),
+    user: AuthUser = Depends(require_role("admin", "annotator")),
     db=Depends(get_db),
 ) -> ImportOut:
     if db.get(Project, pid) is None:

@@ -9,12 +9,12 @@ from sqlalchemy.orm import Session
 
 from maskwright.exchange.images import add_images, check_image
 from maskwright.imageio import ImageTooLargeError
-from maskwright.server.deps import current_user, get_db, get_state, not_found, require_role
+from maskwright.server.deps import AuthUser, current_user, get_db, get_state, not_found, require_role
 from maskwright.server.embeddings import ImageRef
 from maskwright.server.schemas import ImageOut, ImagePage, ImagePatch, ImageStatus
 from maskwright.server.state import ServerState
 from maskwright.store.files import MEDIA_TYPES
-from maskwright.store.models import Annotation, Image, Project, User
+from maskwright.store.models import Annotation, Image, Project
 
 router = APIRouter(tags=["images"])
 PREFETCH = 3  # images after the open one whose embeddings are computed ahead of the annotator
@@ -72,7 +72,7 @@ def open_project(state: ServerState, db: Session, pid: int) -> None:
 def upload_images(
     pid: int,
     files: list[UploadFile] = File(..., description="image files (repeat the field for several)"),
-    _: User = Depends(require_role("admin", "annotator")),
+    _: AuthUser = Depends(require_role("admin", "annotator")),
     db: Session = Depends(get_db),
     state: ServerState = Depends(get_state),
 ) -> list[ImageOut]:
@@ -111,7 +111,7 @@ def list_images(
     status_filter: ImageStatus | None = Query(None, alias="status"),
     offset: int = Query(0, ge=0),
     limit: int = Query(50, ge=1, le=500),
-    _: User = Depends(current_user),
+    _: AuthUser = Depends(current_user),
     db: Session = Depends(get_db),
     state: ServerState = Depends(get_state),
 ) -> ImagePage:
@@ -128,14 +128,20 @@ def list_images(
 
 @router.get("/images/{iid}", response_model=ImageOut)
 def read_image(
-    iid: int, _: User = Depends(current_user), db: Session = Depends(get_db), state: ServerState = Depends(get_state)
+    iid: int,
+    _: AuthUser = Depends(current_user),
+    db: Session = Depends(get_db),
+    state: ServerState = Depends(get_state),
 ) -> ImageOut:
     return images_out(state, db, [get_image(db, iid)])[0]
 
 
 @router.get("/images/{iid}/file")
 def image_file(
-    iid: int, _: User = Depends(current_user), db: Session = Depends(get_db), state: ServerState = Depends(get_state)
+    iid: int,
+    _: AuthUser = Depends(current_user),
+    db: Session = Depends(get_db),
+    state: ServerState = Depends(get_state),
 ) -> FileResponse:
     img = get_image(db, iid)
     path = state.files.image_path(img.sha256, img.format)
@@ -151,7 +157,7 @@ def image_file(
 def update_image(
     iid: int,
     body: ImagePatch,
-    user: User = Depends(current_user),
+    user: AuthUser = Depends(current_user),
     db: Session = Depends(get_db),
     state: ServerState = Depends(get_state),
 ) -> ImageOut:
@@ -167,7 +173,10 @@ def update_image(
 
 @router.post("/images/{iid}/embed", response_model=ImageOut)
 def request_embedding(
-    iid: int, _: User = Depends(current_user), db: Session = Depends(get_db), state: ServerState = Depends(get_state)
+    iid: int,
+    _: AuthUser = Depends(current_user),
+    db: Session = Depends(get_db),
+    state: ServerState = Depends(get_state),
 ) -> ImageOut:
     """Queue this image first, then the next few of its project, ahead of everything else."""
     img = get_image(db, iid)

@@ -5,18 +5,43 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, status
+from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Response, status
 from sqlalchemy.orm import Session
 
-from maskwright.masks import bbox_xywh, mask_to_polygons, rle_encode
+from maskwright.masks import mask_to_polygons, rle_encode
 from maskwright.predictor import check_prediction, validate_prompt
-from maskwright.server.deps import current_user, get_db, get_state
+from maskwright.server.deps import AuthUser, current_user, get_db, get_state
 from maskwright.server.routers.images import get_image, image_ref
 from maskwright.server.schemas import Candidate, PredictIn, PredictOut
 from maskwright.server.state import ServerState
-from maskwright.store.models import InteractionEvent, User
+from maskwright.store.models import InteractionEvent
 
 router = APIRouter(tags=["predict"])
+
+
+def mask_window(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Tight XYXY window (exclusive end) of a bool HxW mask, or None when it is empty."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask[rows[0] : rows[-1] + 1].any(axis=0))
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def polygons_of(mask: np.ndarray, window: tuple[int, int, int, int], tolerance: float) -> list[dict]:
+    """``mask_to_polygons`` on the mask's window plus a 1-px margin (the same outlines, much less work
+    for objects small against the image), shifted back to image coordinates."""
+    h, w = mask.shape
+    x0, y0 = max(window[0] - 1, 0), max(window[1] - 1, 0)
+    x1, y1 = min(window[2] + 1, w), min(window[3] + 1, h)
+    parts = mask_to_polygons(mask[y0:y1, x0:x1], tolerance=tolerance)
+    if x0 == 0 and y0 == 0:
+        return parts
+
+    def shift(flat: list[float]) -> list[float]:
+        return [v + (x0 if i % 2 == 0 else y0) for i, v in enumerate(flat)]
+
+    return [{"exterior": shift(p["exterior"]), "holes": [shift(hole) for hole in p["holes"]]} for p in parts]
 
 
 def candidates_of(masks: np.ndarray, scores: np.ndarray, tolerance: float) -> list[Candidate]:
@@ -24,15 +49,16 @@ def candidates_of(masks: np.ndarray, scores: np.ndarray, tolerance: float) -> li
     out = []
     for k in range(len(masks)):
         m = masks[k]
-        area = int(np.count_nonzero(m))
+        window = mask_window(m)
+        x0, y0, x1, y1 = window or (0, 0, 0, 0)
         out.append(
             Candidate(
                 index=k,
                 score=float(scores[k]),
                 rle=rle_encode(m),
-                polygons=mask_to_polygons(m, tolerance=tolerance) if area else [],
-                bbox=bbox_xywh(m),
-                area=area,
+                polygons=polygons_of(m, window, tolerance) if window else [],
+                bbox=[x0, y0, x1 - x0, y1 - y0],
+                area=int(np.count_nonzero(m[y0:y1, x0:x1])),
             )
         )
     return out
@@ -57,10 +83,12 @@ def predict(
     iid: int,
     body: PredictIn,
     background: BackgroundTasks,
-    user: User = Depends(current_user),
+    response: Response,
+    user: AuthUser = Depends(current_user),
     db: Session = Depends(get_db),
     state: ServerState = Depends(get_state),
 ) -> PredictOut:
+    t_start = time.perf_counter()
     img = get_image(db, iid)
     ref = image_ref(img)
     db.close()  # release the connection before a possibly long on-demand encode
@@ -90,6 +118,7 @@ def predict(
     k = 3 if body.multimask else 1
     pred = state.engine.decode(emb, prompt, body.multimask)
     check_prediction(pred, emb.original_size, k)
+    t_decoded = time.perf_counter()
     candidates = candidates_of(pred.masks, pred.scores, state.settings.polygon_tolerance)
     handle = state.predictions.put(iid, pred.logits)
     t2 = time.perf_counter()
@@ -121,6 +150,11 @@ def predict(
                 "embedding_was_ready": was_ready,
             },
         },
+    )
+    # Standard Server-Timing header: lets clients (and benchmarks/bench_server.py) split the round trip.
+    response.headers["Server-Timing"] = (
+        f"embed;dur={(t1 - t0) * 1000:.2f}, decode;dur={(t_decoded - t1) * 1000:.2f}, "
+        f"encode;dur={(t2 - t_decoded) * 1000:.2f}, handler;dur={(time.perf_counter() - t_start) * 1000:.2f}"
     )
     return PredictOut(
         handle=handle,

@@ -7,9 +7,9 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from maskwright.server.deps import current_user, get_db, not_found, require_role
+from maskwright.server.deps import AuthUser, current_user, get_db, not_found, require_role
 from maskwright.server.schemas import LabelIn, LabelOut, LabelPatch, ProjectIn, ProjectOut, ProjectPatch
-from maskwright.store.models import Image, Label, Project, User
+from maskwright.store.models import Image, Label, Project
 
 router = APIRouter(tags=["projects"])
 EDITORS = ("admin", "annotator")
@@ -42,13 +42,13 @@ def commit_or_conflict(db: Session, what: str) -> None:
 
 
 @router.get("/projects", response_model=list[ProjectOut])
-def list_projects(_: User = Depends(current_user), db: Session = Depends(get_db)) -> list[ProjectOut]:
+def list_projects(_: AuthUser = Depends(current_user), db: Session = Depends(get_db)) -> list[ProjectOut]:
     return [project_out(db, p) for p in db.execute(select(Project).order_by(Project.id)).scalars()]
 
 
 @router.post("/projects", response_model=ProjectOut, status_code=201)
 def create_project(
-    body: ProjectIn, _: User = Depends(require_role(*EDITORS)), db: Session = Depends(get_db)
+    body: ProjectIn, _: AuthUser = Depends(require_role(*EDITORS)), db: Session = Depends(get_db)
 ) -> ProjectOut:
     names = [lab.name for lab in body.labels]
     if len(set(names)) != len(names):
@@ -60,13 +60,13 @@ def create_project(
 
 
 @router.get("/projects/{pid}", response_model=ProjectOut)
-def read_project(pid: int, _: User = Depends(current_user), db: Session = Depends(get_db)) -> ProjectOut:
+def read_project(pid: int, _: AuthUser = Depends(current_user), db: Session = Depends(get_db)) -> ProjectOut:
     return project_out(db, get_project(db, pid))
 
 
 @router.patch("/projects/{pid}", response_model=ProjectOut)
 def update_project(
-    pid: int, body: ProjectPatch, _: User = Depends(require_role(*EDITORS)), db: Session = Depends(get_db)
+    pid: int, body: ProjectPatch, _: AuthUser = Depends(require_role(*EDITORS)), db: Session = Depends(get_db)
 ) -> ProjectOut:
     p = get_project(db, pid)
     if body.name is not None:
@@ -78,7 +78,7 @@ def update_project(
 @router.delete("/projects/{pid}", status_code=204)
 def delete_project(
     pid: int,
-    _: User = Depends(require_role("admin")),
+    _: AuthUser = Depends(require_role("admin")),
     db: Session = Depends(get_db),
 ) -> Response:
     p = get_project(db, pid)
@@ -89,7 +89,7 @@ def delete_project(
 
 @router.post("/projects/{pid}/labels", response_model=LabelOut, status_code=201)
 def add_label(
-    pid: int, body: LabelIn, _: User = Depends(require_role(*EDITORS)), db: Session = Depends(get_db)
+    pid: int, body: LabelIn, _: AuthUser = Depends(require_role(*EDITORS)), db: Session = Depends(get_db)
 ) -> LabelOut:
     p = get_project(db, pid)
     lab = Label(project_id=p.id, name=body.name, color=body.color)
@@ -100,7 +100,7 @@ def add_label(
 
 @router.patch("/labels/{lid}", response_model=LabelOut)
 def update_label(
-    lid: int, body: LabelPatch, _: User = Depends(require_role(*EDITORS)), db: Session = Depends(get_db)
+    lid: int, body: LabelPatch, _: AuthUser = Depends(require_role(*EDITORS)), db: Session = Depends(get_db)
 ) -> LabelOut:
     lab = db.get(Label, lid)
     if lab is None:
@@ -114,7 +114,7 @@ def update_label(
 
 
 @router.delete("/labels/{lid}", status_code=204)
-def delete_label(lid: int, _: User = Depends(require_role("admin")), db: Session = Depends(get_db)) -> Response:
+def delete_label(lid: int, _: AuthUser = Depends(require_role("admin")), db: Session = Depends(get_db)) -> Response:
     """Admin only: deleting a label deletes its annotations."""
     lab = db.get(Label, lid)
     if lab is None:
