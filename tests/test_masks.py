@@ -65,7 +65,7 @@ def test_polygons_keep_holes_and_parts():
     assert back[35, 35]  # the island is still there
 
 
-def test_polygons_exact_on_pixel_noise_and_follow_the_coco_pixel_convention():
+def test_polygons_exact_on_pixel_noise_and_agree_with_coco_tools():
     from pycocotools import mask as mask_utils
 
     rng = np.random.default_rng(3)
@@ -73,9 +73,9 @@ def test_polygons_exact_on_pixel_noise_and_follow_the_coco_pixel_convention():
         m = rng.random((23, 31)) > rng.uniform(0.3, 0.7)
         assert np.array_equal(polygons_to_mask(mask_to_polygons(m), *m.shape), m)
     one = np.zeros((5, 6), bool)
-    one[2, 3] = True  # pixel (x=3, y=2) covers [3, 4] x [2, 3]
+    one[2, 3] = True  # pixel (x=3, y=2) is centred at (3, 2): its outline runs on its edges
     xy = np.asarray(mask_to_polygons(one)[0]["exterior"]).reshape(-1, 2)
-    assert xy[:, 0].min() >= 3 and xy[:, 0].max() <= 4 and xy[:, 1].min() >= 2 and xy[:, 1].max() <= 3
+    assert np.allclose(xy.min(axis=0), [2.5, 1.5]) and np.allclose(xy.max(axis=0), [3.5, 2.5])
     solid = np.zeros((40, 50), bool)
     solid[5:30, 8:20] = True
     solid[12:35, 25:45] = True  # COCO tools rasterise our polygons back to the same pixels

@@ -2,12 +2,14 @@
 
 A mask becomes a list of *parts*, each ``{"exterior": [x0, y0, x1, y1, ...], "holes": [[...], ...]}``.
 
-Coordinates follow COCO (and the HTML canvas): pixel ``(x, y)`` covers the square ``[x, x + 1] x [y, y + 1]``,
-so its centre is ``(x + 0.5, y + 0.5)``. A pixel belongs to a polygon when its centre lies inside it, which
-is how pycocotools rasterises COCO polygons. Outlines run on the pixel edges, through the midpoints of the
-boundary edges (coordinates are multiples of 0.5 before simplification), halfway between the centres of
-object and background pixels. Douglas-Peucker chord errors are then symmetric (as much area gained as
-lost), where chords through boundary-pixel centres always cut corners inward.
+Coordinates are pixels with pixel ``(x, y)`` centred at ``(x, y)`` and covering ``[x - 0.5, x + 0.5]`` (the
+convention of clicks and points). A pixel belongs to a polygon when its centre lies inside it. Outlines run
+on the pixel edges, through the midpoints of the boundary edges (coordinates are multiples of 0.5 before
+simplification), halfway between the centres of object and background pixels; Douglas-Peucker chord errors
+are then symmetric (as much area gained as lost), where chords through boundary-pixel centres always cut
+corners inward. COCO puts pixel ``(x, y)`` on ``[x, x + 1]`` instead: :func:`coco_segmentation` shifts by
++0.5, and rasterising goes through pycocotools after the same shift, so COCO tools and this module agree
+pixel for pixel.
 
 Holes are cleared from their part; an island inside a hole is a part of its own. ``coco_segmentation``
 flattens parts to COCO's polygon list, which cannot hold holes.
@@ -22,6 +24,7 @@ from pycocotools import mask as mask_utils
 from maskwright.masks.validation import as_bool_mask
 
 PolygonPart = dict  # {"exterior": list[float], "holes": list[list[float]]}
+COCO_SHIFT = 0.5  # COCO coordinates = ours + 0.5 (COCO's pixel x spans [x, x + 1])
 
 
 def _flat(points: np.ndarray) -> list[float]:
@@ -31,9 +34,11 @@ def _flat(points: np.ndarray) -> list[float]:
 def _edge_outlines(mask: np.ndarray) -> tuple[list[np.ndarray], np.ndarray | None]:
     """Outlines of ``mask`` (uint8) through the midpoints of its boundary pixel edges.
 
-    Returns (contours as (N, 2) float64 XY, OpenCV CCOMP hierarchy). OpenCV traces the centres of boundary
-    pixels. On the mask upsampled 2x every pixel is a 2x2 block, and a boundary sub-pixel at ``u`` (even =
-    left/top half, odd = right/bottom half of its pixel) sits next to the pixel corner ``ceil(u / 2)``,
+    Returns (contours as (N, 2) float64 XY in the module's convention, OpenCV CCOMP hierarchy).
+
+    OpenCV traces the centres of boundary pixels. On the mask upsampled 2x every pixel is a 2x2 block,
+    and a boundary sub-pixel at ``u`` (even = left/top half, odd = right/bottom half of its pixel) sits
+    next to the pixel corner ``ceil(u / 2)`` (corner ``c`` = the edge between pixels ``c - 1`` and ``c``),
     which lies on the pixel-edge ("crack") outline; so ``u -> (u + 1) // 2`` turns the traced chain into
     the crack outline, one unit edge per step. Joining the midpoints of consecutive unit edges cuts every
     corner by half a pixel: the outline then separates foreground from background pixel centres by at
@@ -50,7 +55,7 @@ def _edge_outlines(mask: np.ndarray) -> tuple[list[np.ndarray], np.ndarray | Non
         corners = (contour.reshape(-1, 2) + 1) // 2
         corners = corners[np.any(corners != np.roll(corners, 1, axis=0), axis=1)]  # one point per unit edge
         doubled_midpoints = corners + np.roll(corners, -1, axis=0)  # 2 x midpoint: exact integers
-        outlines.append(_drop_collinear(doubled_midpoints) / 2.0)
+        outlines.append(_drop_collinear(doubled_midpoints) / 2.0 - COCO_SHIFT)
     return outlines, hierarchy[0]
 
 
@@ -73,8 +78,8 @@ def mask_to_polygons(mask: np.ndarray, tolerance: float = 0.0) -> list[PolygonPa
         tolerance: Douglas-Peucker tolerance in pixels (0 keeps every corner: the round trip through
             :func:`polygons_to_mask` is then exact).
     Returns:
-        Parts sorted by decreasing area, each with ``exterior`` and ``holes`` as flat XY lists of pixel
-        corners (COCO convention, see the module docstring).
+        Parts sorted by decreasing area, each with ``exterior`` and ``holes`` as flat XY lists (pixel
+        centres at integer coordinates, see the module docstring).
     """
     m = as_bool_mask(mask).astype(np.uint8)
     if tolerance < 0:
@@ -127,7 +132,8 @@ def _points(flat: list[float], name: str) -> np.ndarray:
 
 
 def _rasterise(points: np.ndarray, height: int, width: int) -> tuple[slice, slice, np.ndarray] | None:
-    """Pixels whose centre is inside the polygon, in the polygon's bounding window of the image.
+    """Pixels whose centre is inside the polygon (``points`` in COCO coordinates), in the polygon's
+    bounding window of the image.
 
     Returns (rows, cols, bool window) or None when the polygon covers no pixel of the image. pycocotools
     does the rasterising (the COCO rule); working in the window keeps many small parts cheap.
@@ -156,8 +162,8 @@ def polygons_to_mask(parts: list[PolygonPart], height: int, width: int) -> np.nd
     out = np.zeros((height, width), bool)
     checked = []
     for part in parts:
-        ext = _points(part["exterior"], "exterior")
-        holes = [_points(h, f"holes[{k}]") for k, h in enumerate(part.get("holes", []))]
+        ext = _points(part["exterior"], "exterior") + COCO_SHIFT
+        holes = [_points(h, f"holes[{k}]") + COCO_SHIFT for k, h in enumerate(part.get("holes", []))]
         checked.append((abs(cv2.contourArea(ext.astype(np.float32).reshape(-1, 1, 2))), ext, holes))
     # Larger parts first, so an island inside another part's hole is drawn after that hole is cleared.
     checked.sort(key=lambda t: -t[0])
@@ -182,5 +188,6 @@ def polygons_to_mask(parts: list[PolygonPart], height: int, width: int) -> np.nd
 
 
 def coco_segmentation(parts: list[PolygonPart]) -> list[list[float]]:
-    """COCO polygon list (exteriors with >= 3 points). Holes are lost: use RLE where they matter."""
-    return [p["exterior"] for p in parts if len(p["exterior"]) >= 6]
+    """COCO polygon list (exteriors with >= 3 points) in COCO coordinates (ours + 0.5, where pixel ``x``
+    spans ``[x, x + 1]``). Holes are lost: use RLE where they matter."""
+    return [[v + COCO_SHIFT for v in p["exterior"]] for p in parts if len(p["exterior"]) >= 6]
