@@ -79,13 +79,19 @@ def _resolve_directory(name: str):
     return load_sam_engine(name)
 
 
+def _availability(info: hub.ModelInfo) -> tuple[bool, str]:
+    if info.family == "sam-hq":  # listed so its weights can be pulled; the HQ decoder path is not written yet
+        return False, "the SAM-HQ decoder is not supported by maskwright yet"
+    return hub.availability(info.name)
+
+
 def _make_spec(info: hub.ModelInfo) -> EngineSpec:
     return EngineSpec(
         name=info.name,
         family=info.family,
         description=f"{info.description} ({info.hub_id})",
         factory=lambda: load_sam_engine(info.name),
-        availability=lambda: hub.availability(info.name),
+        availability=lambda: _availability(info),
         priority=info.priority,
     )
 
