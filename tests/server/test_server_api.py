@@ -12,7 +12,7 @@ from PIL import Image as PILImage
 
 from maskwright.masks import rle_decode, rle_encode
 
-from .conftest import make_settings, png_bytes, start_server, synthetic_photo
+from .conftest import ADMIN_PASSWORD, make_settings, png_bytes, start_server, synthetic_photo
 
 
 def test_health_needs_no_token_and_everything_else_does(server):
@@ -25,6 +25,15 @@ def test_health_needs_no_token_and_everything_else_does(server):
     assert c.post("/api/auth/login", json={"username": "admin", "password": "wrong-password"}).status_code == 401
     me = c.get("/api/auth/me", headers=server.admin).json()
     assert me["username"] == "admin" and me["role"] == "admin"
+
+    body = {"current_password": "wrong-password", "new_password": "brand-new-pw"}
+    assert c.post("/api/auth/password", json=body, headers=server.admin).status_code == 403
+    body["current_password"] = ADMIN_PASSWORD
+    assert c.post("/api/auth/password", json=body, headers=server.admin).status_code == 204
+    assert c.post("/api/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}).status_code == 401
+    server.login("admin", "brand-new-pw")
+    assert c.post("/api/auth/logout", headers=server.admin).status_code == 204
+    assert c.get("/api/auth/me", headers=server.admin).status_code == 401  # revoked at once, despite the cache
 
 
 def test_roles_are_enforced(server):

@@ -31,6 +31,7 @@ def register(app: typer.Typer) -> None:
         if max_megapixels <= 0:
             raise ValueError(f"--max-megapixels must be positive, got {max_megapixels}")
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        logging.getLogger("alembic").setLevel(logging.WARNING)  # migrations are routine at each start
         if engine is not None:
             from maskwright.engines.registry import create_engine
 

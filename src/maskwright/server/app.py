@@ -84,7 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # Printed once: only its hash is stored.
             print(
                 f"\n  maskwright: created user 'admin' with one-time password: {state.generated_admin_password}\n"
-                "  (change it by creating users with `maskwright user add`; set MASKWRIGHT_ADMIN_PASSWORD to choose)\n",
+                "  (it is shown only now; change it with POST /api/auth/password, or set MASKWRIGHT_ADMIN_PASSWORD)\n",
                 flush=True,
             )
         log.warning("engine: %s%s", state.engine.name, f" ({state.engine_note})" if state.engine_is_fallback else "")

@@ -43,6 +43,11 @@ class LoginOut(BaseModel):
     user: UserOut
 
 
+class PasswordIn(BaseModel):
+    current_password: str
+    new_password: str = Field(min_length=8)
+
+
 class UserIn(BaseModel):
     username: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=8)

@@ -6,9 +6,9 @@ from fastapi import APIRouter, Depends, HTTPException, status
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from maskwright.server.auth import authenticate, create_user, issue_token
+from maskwright.server.auth import authenticate, create_user, hash_password, issue_token, verify_password
 from maskwright.server.deps import AuthUser, current_user, get_db, get_state, require_role
-from maskwright.server.schemas import LoginIn, LoginOut, UserIn, UserOut
+from maskwright.server.schemas import LoginIn, LoginOut, PasswordIn, UserIn, UserOut
 from maskwright.server.state import ServerState
 from maskwright.store.models import ApiToken, User
 
@@ -38,6 +38,16 @@ def logout(
         db.delete(tok)
     db.commit()
     state.token_cache.forget_user(user.id)
+
+
+@router.post("/auth/password", status_code=204)
+def change_password(body: PasswordIn, user: AuthUser = Depends(current_user), db: Session = Depends(get_db)):
+    """Change the caller's password (e.g. to replace the admin's first-start password)."""
+    row = db.get(User, user.id)
+    if row is None or not verify_password(body.current_password, row.password_hash):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "current_password is wrong")
+    row.password_hash = hash_password(body.new_password)
+    db.commit()
 
 
 @router.get("/auth/me", response_model=UserOut)
