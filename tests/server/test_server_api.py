@@ -140,7 +140,8 @@ def test_concurrent_updates_give_one_200_and_one_409(server):
     assert ann["author"] == "admin" and ann["polygons"]
 
     other = server.add_user("ann", "annotator")
-    barrier = threading.Barrier(2)
+    writers = [(h, p["labels"][0]["id"]), (other, p["labels"][1]["id"])] * 3  # 6 writers of version 1
+    barrier = threading.Barrier(len(writers))
     codes = []
 
     def update(headers, label_id):
@@ -148,12 +149,12 @@ def test_concurrent_updates_give_one_200_and_one_409(server):
         r = c.patch(f"/api/annotations/{ann['id']}", json={"version": 1, "label_id": label_id}, headers=headers)
         codes.append(r.status_code)
 
-    threads = [threading.Thread(target=update, args=(hd, lab["id"])) for hd, lab in zip((h, other), p["labels"])]
+    threads = [threading.Thread(target=update, args=w) for w in writers]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert sorted(codes) == [200, 409]
+    assert sorted(codes) == [200] + [409] * (len(writers) - 1)
     (now,) = c.get(f"/api/images/{img['id']}/annotations", headers=h).json()
     assert now["version"] == 2
 

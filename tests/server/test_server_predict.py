@@ -109,6 +109,26 @@ def test_worker_precomputes_embeddings_in_order(server):
     assert c.post(f"/api/images/{ids[0]}/embed", headers=h).json()["embedding_status"] == "ready"
 
 
+def test_automask_proposals(server):
+    c, h = server.client, server.admin
+    pid = server.project()["id"]
+    (img,) = server.upload(pid, [("a.png", png_bytes(synthetic_photo(7)))]).json()
+    r = c.post(f"/api/projects/{pid}/automask", json={"image_id": img["id"]}, headers=h)
+    assert r.status_code == 200, r.text
+    proposals = r.json()["proposals"]
+    assert proposals and all(0 <= p["predicted_iou"] <= 1 for p in proposals)
+    for p in proposals[:5]:
+        mask = rle_decode(p["rle"])
+        assert mask.shape == (96, 128) and int(mask.sum()) == p["area"]
+    # The bright disc in the middle of the photo is one of the proposals.
+    yy, xx = np.mgrid[:96, :128]
+    disc = (yy - 48) ** 2 + (xx - 64) ** 2 < 24**2
+    best = max((rle_decode(p["rle"]) & disc).sum() / (rle_decode(p["rle"]) | disc).sum() for p in proposals)
+    assert best > 0.6
+    other = server.project("other")["id"]
+    assert c.post(f"/api/projects/{other}/automask", json={"image_id": img["id"]}, headers=h).status_code == 422
+
+
 def test_embedding_service_order_and_on_demand(tmp_path):
     from maskwright.engines.registry import create_engine
     from maskwright.server.embeddings import EmbeddingService, ImageRef
