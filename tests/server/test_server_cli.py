@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import zipfile
 
@@ -16,12 +17,16 @@ from .conftest import png_bytes, synthetic_photo
 runner = CliRunner()
 
 
-def run(*args: str, env: dict | None = None):
-    return runner.invoke(app, list(args), env={"MASKWRIGHT_DATABASE_URL": "", **(env or {})})
+def invoke(*args: str, env: dict | None = None, database_url: str = ""):
+    return runner.invoke(app, list(args), env={"MASKWRIGHT_DATABASE_URL": database_url, **(env or {})})
 
 
-def test_import_export_and_user_add(tmp_path):
+def test_import_export_and_user_add(tmp_path, database_url):
+    """The same commands on SQLite (in --data) and PostgreSQL (MASKWRIGHT_DATABASE_URL)."""
     data = str(tmp_path / "data")
+    url = database_url if database_url.startswith("postgresql") else ""
+    run = functools.partial(invoke, database_url=url)
+
     photos = tmp_path / "photos"
     (photos / "sub").mkdir(parents=True)
     (photos / "a.png").write_bytes(png_bytes(synthetic_photo(1)))
@@ -74,7 +79,7 @@ def test_import_export_and_user_add(tmp_path):
     from maskwright.server.auth import authenticate
     from maskwright.store import make_engine, session_factory, sqlite_url
 
-    with session_factory(make_engine(sqlite_url(data)))() as db:
+    with session_factory(make_engine(url or sqlite_url(data)))() as db:
         assert authenticate(db, "maria", "s3cret-pw").role == "reviewer"
         assert authenticate(db, "maria", "wrong-password") is None
 
@@ -84,13 +89,13 @@ def test_import_with_a_corrupt_file_adds_nothing(tmp_path):
     photos.mkdir()
     (photos / "a.png").write_bytes(png_bytes(synthetic_photo(1)))
     (photos / "b.png").write_bytes(b"\x89PNG broken")
-    r = run("import", str(photos), "--project", "p", "--data", str(tmp_path / "data"))
+    r = invoke("import", str(photos), "--project", "p", "--data", str(tmp_path / "data"))
     assert r.exit_code == 2 and "b.png is not a readable image" in r.output
     assert not (tmp_path / "data" / "images").exists()
 
 
 def test_serve_rejects_bad_options(tmp_path):
-    r = run("serve", "--port", "70000", "--data", str(tmp_path))
+    r = invoke("serve", "--port", "70000", "--data", str(tmp_path))
     assert r.exit_code == 2 and "--port" in r.output
-    r = run("serve", "--engine", "no-such-engine", "--data", str(tmp_path))
+    r = invoke("serve", "--engine", "no-such-engine", "--data", str(tmp_path))
     assert r.exit_code == 2 and "unknown engine" in r.output
