@@ -229,6 +229,24 @@ def test_sam_box_and_single_mask_equal_transformers(sam_engine, embeddings, imag
     np.testing.assert_allclose(pred.logits, out.pred_masks[0, 0].numpy(), atol=1e-3)
 
 
+@pytest.mark.parametrize("family", ["sam", "sam2"])
+def test_embedding_equals_get_image_embeddings(family, sam_engine, sam2_engine, embeddings, images):
+    engine = sam_engine if family == "sam" else sam2_engine
+    size = SIZES[1]
+    if family == "sam":
+        pixel = sam_processor()(images=images[size], return_tensors="pt")["pixel_values"]
+        names = ["image_embeddings"]
+    else:
+        pixel = torch.from_numpy(sam_common.preprocess_sam2(images[size]))
+        names = ["high_res_feats_0", "high_res_feats_1", "image_embeddings"]
+    with torch.no_grad():
+        ref = engine.model.get_image_embeddings(pixel)
+    ref = [ref] if family == "sam" else ref
+    emb = embeddings[(family, size)]
+    for name, r in zip(names, ref):
+        np.testing.assert_allclose(emb.arrays[name], r.numpy(), atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("size", SIZES)
 def test_sam2_equals_transformers_forward(sam2_engine, embeddings, size):
     h, w = size

@@ -134,6 +134,10 @@ class SamFamilyEngine(Engine):
             encoder_dtype = "bfloat16" if sam_common.cpu_bf16_support() else "float32"
         self.encoder_dtype = encoder_dtype
         self.model = self._load_model().eval()
+        if self.encoder_dtype == "bfloat16":
+            # Whole-encoder bf16 weights: ~2.5x faster than fp32 on AMX CPUs, where autocast barely helps the
+            # ViT (its attention stays fp32). Prompt encoder and mask decoder stay fp32 for the click path.
+            self.model.vision_encoder.to(torch.bfloat16)
         self._torch_decoders = {mm: PromptDecoder(self.model, self.family, mm).eval() for mm in (True, False)}
         self._onnx: dict[bool, OnnxDecoder] = {}
         self._encoding = threading.Event()
@@ -157,7 +161,8 @@ class SamFamilyEngine(Engine):
         return pixel, {"input_size": [new_h, new_w]}
 
     def _encode(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"image_embeddings": self.model.get_image_embeddings(pixel_values)}
+        """Image encoder (``SamModel.get_image_embeddings``); ``pixel_values`` in the encoder's dtype."""
+        return {"image_embeddings": self.model.get_image_embeddings(pixel_values).float()}
 
     def _transform_coords(self, coords: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
         return sam_common.transform_coords_sam(coords, original_size)
@@ -221,12 +226,11 @@ class SamFamilyEngine(Engine):
         pixel, meta = self._preprocess(image)
         if self.encoder_threads:
             torch.set_num_threads(self.encoder_threads)
-        bf16 = self.encoder_dtype == "bfloat16"
-        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.encoder_dtype == "bfloat16" else torch.float32
         self._encoding.set()
         try:
-            with torch.inference_mode(), autocast:
-                feats = self._encode(torch.from_numpy(pixel))
+            with torch.inference_mode():
+                feats = self._encode(torch.from_numpy(pixel).to(dtype))
         finally:
             self._encoding.clear()
         arrays = {k: v.float().contiguous().numpy() for k, v in feats.items()}

@@ -29,7 +29,13 @@ class Sam2Engine(SamFamilyEngine):
         return sam_common.preprocess_sam2(image), {}
 
     def _encode(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
-        s0, s1, emb = self.model.get_image_embeddings(pixel_values)
+        """``Sam2Model.get_image_embeddings`` in NCHW, with the vision encoder in its own dtype (bf16 or fp32)
+        and the decoder's projections of the high-resolution levels in fp32."""
+        model = self.model
+        levels = [f.float() for f in model.vision_encoder(pixel_values, return_dict=True).fpn_hidden_states]
+        s0 = model.mask_decoder.conv_s0(levels[0])
+        s1 = model.mask_decoder.conv_s1(levels[1])
+        emb = levels[-1] + model.no_memory_embedding.reshape(1, -1, 1, 1)  # "no memory" token of single images
         return {"image_embeddings": emb, "high_res_feats_0": s0, "high_res_feats_1": s1}
 
     def _transform_coords(self, coords: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
