@@ -109,6 +109,19 @@ def test_worker_precomputes_embeddings_in_order(server):
     assert c.post(f"/api/images/{ids[0]}/embed", headers=h).json()["embedding_status"] == "ready"
 
 
+def test_encoder_thread_cap():
+    import cv2
+
+    from maskwright.server.embeddings import limit_encoder_threads
+
+    before = cv2.getNumThreads()
+    try:
+        limit_encoder_threads(1)
+        assert cv2.getNumThreads() == 1
+    finally:
+        cv2.setNumThreads(before)
+
+
 def test_automask_proposals(server):
     c, h = server.client, server.admin
     pid = server.project()["id"]
@@ -139,7 +152,7 @@ def test_embedding_service_order_and_on_demand(tmp_path):
     for k in range(4):
         sha, _ = files.put_image(png_bytes(synthetic_photo(k, 40, 60)), "PNG")
         refs.append(ImageRef(k + 1, sha, "PNG"))
-    svc = EmbeddingService(create_engine("classic"), files, memory_items=2)
+    svc = EmbeddingService(create_engine("classic"), files, memory_items=2, encoder_threads=0)
     svc.open_project(refs, project_id=1)  # worker not started: nothing runs yet
     assert [svc.status(r.sha256) for r in refs] == ["queued"] * 4
     svc.move_on_after(refs[1].sha256)  # the annotator opened image 2
@@ -156,7 +169,7 @@ def test_embedding_service_order_and_on_demand(tmp_path):
         svc.stop()
     assert [svc.status(r.sha256) for r in refs] == ["ready"] * 4 and svc.computed == 4
     # Many requests for one image at once compute it once.
-    fresh = EmbeddingService(create_engine("classic"), FileStore(tmp_path / "other"), memory_items=2)
+    fresh = EmbeddingService(create_engine("classic"), FileStore(tmp_path / "other"), memory_items=2, encoder_threads=0)
     fresh.files.put_image(png_bytes(synthetic_photo(0, 40, 60)), "PNG")
     got = []
     threads = [threading.Thread(target=lambda: got.append(fresh.get(refs[0]))) for _ in range(4)]

@@ -10,6 +10,7 @@ worker then skips that image and carries on with the images after it.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 from collections import OrderedDict, deque
@@ -34,25 +35,41 @@ class ImageRef:
 
 
 def limit_encoder_threads(n: int) -> None:
-    """Limit the threads of the libraries an encode runs on, for the calling (worker) thread.
+    """Cap the intra-op threads of torch and OpenCV at ``n`` (best effort).
 
-    OpenMP thread counts (torch on Linux) are per calling thread, so the request threads keep theirs.
+    Both settings are process-wide (torch's applies to threads created later too), so the cap holds for
+    request threads as well: with ``n = cores - 1`` an encode in the worker leaves a core free for the
+    click path, whose decode is small and gains little from more threads.
     """
-    if "torch" in sys.modules:
+    try:
+        import cv2
+
+        cv2.setNumThreads(n)
+    except Exception as exc:  # pragma: no cover - best effort only
+        log.debug("could not limit OpenCV threads: %s", exc)
+    torch = sys.modules.get("torch")  # never import torch just for this
+    if torch is not None and torch.get_num_threads() != n:
         try:
-            sys.modules["torch"].set_num_threads(n)
-        except Exception as exc:  # pragma: no cover - best effort only
+            torch.set_num_threads(n)
+        except Exception as exc:  # pragma: no cover
             log.debug("could not limit torch threads: %s", exc)
+
+
+def default_encoder_threads() -> int:
+    return max(1, (os.cpu_count() or 2) - 1)
 
 
 class EmbeddingService:
     """Get embeddings fast, computing each at most once (worker and requests share in-flight work)."""
 
-    def __init__(self, engine: Engine, files: FileStore, memory_items: int = 8, encoder_threads: int = 1) -> None:
+    def __init__(
+        self, engine: Engine, files: FileStore, memory_items: int = 8, encoder_threads: int | None = None
+    ) -> None:
         self.engine = engine
         self.files = files
         self.memory_items = max(1, int(memory_items))
-        self.encoder_threads = max(1, int(encoder_threads))
+        # None: cores - 1; 0: leave the libraries' thread settings alone (e.g. inside a test run).
+        self.encoder_threads = default_encoder_threads() if encoder_threads is None else max(0, int(encoder_threads))
         self._memory: OrderedDict[str, Embedding] = OrderedDict()
         self._status: dict[str, str] = {}  # sha256 -> queued | computing | failed (ready is derived)
         self._errors: dict[str, str] = {}
@@ -197,7 +214,8 @@ class EmbeddingService:
 
     # --- worker ----------------------------------------------------------------------------------
     def _run(self) -> None:
-        limit_encoder_threads(self.encoder_threads)
+        if self.encoder_threads:
+            limit_encoder_threads(self.encoder_threads)
         while True:
             with self._cond:
                 while not self._queue and not self._stop:
@@ -210,6 +228,8 @@ class EmbeddingService:
                     if self._status.get(ref.sha256) == "queued":
                         self._status.pop(ref.sha256, None)
                 continue
+            if self.encoder_threads:
+                limit_encoder_threads(self.encoder_threads)  # again: torch may have been imported since
             try:
                 self.get(ref)
             except Exception as exc:  # recorded as "failed"; the worker carries on with the next image
