@@ -55,6 +55,12 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=3, help="GrabCut photos to use")
     ap.add_argument("--clicks", type=int, default=20, help="clicks per photo (each timed both ways)")
     ap.add_argument("--multimask", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument(
+        "--busy-images",
+        type=int,
+        default=45,
+        help="then time the same clicks again while the worker encodes this many other photos (0: skip)",
+    )
     args = ap.parse_args()
 
     sys.path.insert(0, str(REPO / "tests"))
@@ -99,7 +105,9 @@ def main() -> None:
             url = f"/api/images/{img['id']}/predict"
             first = client.post(url, json={"points": [[5, 5]], "labels": [1]})  # embeds on demand (untimed)
             assert first.status_code == 200, first.text
-            for x, y in clicks_for(gt, args.clicks, rng):
+            clicks = clicks_for(gt, args.clicks, rng)
+            quiet_ms = []
+            for x, y in clicks:
                 t0 = time.perf_counter()
                 predictor.predict(np.array([[x, y]], np.float32), np.array([1]), multimask_output=args.multimask)
                 direct_ms.append((time.perf_counter() - t0) * 1000)
@@ -113,6 +121,21 @@ def main() -> None:
                 encode_ms.append(timing["encode"])
                 handler_ms.append(timing["handler"] - timing["decode"])
                 overhead_ms.append(rtt - timing["decode"])
+                quiet_ms.append(rtt)
+        busy_ms, encoded_meanwhile = [], 0
+        if args.busy_images:
+            # The same clicks on the same (ready) image while the worker encodes another project's photos.
+            others = grabcut_pairs()[len(pairs) : len(pairs) + args.busy_images]
+            busy_pid = client.post("/api/projects", json={"name": "busy", "labels": []}).json()["id"]
+            client.post(f"/api/projects/{busy_pid}/images", files=[("files", (p[0].name, p[0].read_bytes()))
+                        for p in others])  # fmt: skip
+            client.get(f"/api/projects/{busy_pid}/images?limit=500")  # opens the project: the worker starts
+            for x, y in clicks:
+                t0 = time.perf_counter()
+                r = client.post(url, json={"points": [[x, y]], "labels": [1], "multimask": args.multimask})
+                busy_ms.append((time.perf_counter() - t0) * 1000)
+            items = client.get(f"/api/projects/{busy_pid}/images?limit=500").json()["items"]
+            encoded_meanwhile = sum(i["embedding_status"] == "ready" for i in items)
         client.close()
     finally:
         proc.terminate()
@@ -133,6 +156,11 @@ def main() -> None:
     print(f"  endpoint body minus decode         median {med(handler_ms)} ms  (DB lookup, validation, encoding)")
     print(f"  overhead (round trip - decode)     median {med(overhead_ms)} ms  (p90 "
           f"{np.percentile(overhead_ms, 90):.2f} ms; goal <= 15 ms)")  # fmt: skip
+    if busy_ms:
+        print(f"same {len(busy_ms)} clicks on one photo, worker idle vs encoding {args.busy_images} other photos "
+              f"({encoded_meanwhile} done meanwhile):")  # fmt: skip
+        print(f"  HTTP round trip, worker idle        median {med(quiet_ms)} ms")
+        print(f"  HTTP round trip, worker encoding    median {med(busy_ms)} ms")
 
 
 if __name__ == "__main__":

@@ -153,7 +153,7 @@ class Server:
 def make_settings(data_dir: Path, database_url: str, **kw):
     from maskwright.server.state import Settings
 
-    # encoder_threads=0: the server would cap torch/OpenCV threads process-wide, which would slow other tests.
+    # encoder_threads=0: no process-wide torch/OpenCV thread cap while the worker encodes (other tests run here).
     kw.setdefault("encoder_threads", 0)
     return Settings(data_dir=data_dir, database_url=database_url, engine="classic", admin_password=ADMIN_PASSWORD, **kw)
 

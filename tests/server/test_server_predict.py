@@ -109,17 +109,15 @@ def test_worker_precomputes_embeddings_in_order(server):
     assert c.post(f"/api/images/{ids[0]}/embed", headers=h).json()["embedding_status"] == "ready"
 
 
-def test_encoder_thread_cap():
+def test_encoder_thread_cap_is_lifted_after_each_encode():
     import cv2
 
-    from maskwright.server.embeddings import limit_encoder_threads
+    from maskwright.server.embeddings import encoder_thread_cap
 
     before = cv2.getNumThreads()
-    try:
-        limit_encoder_threads(1)
+    with encoder_thread_cap(1):
         assert cv2.getNumThreads() == 1
-    finally:
-        cv2.setNumThreads(before)
+    assert cv2.getNumThreads() == before
 
 
 def test_automask_proposals(server):

@@ -14,6 +14,7 @@ import os
 import sys
 import threading
 from collections import OrderedDict, deque
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from maskwright.engines.base import Embedding, Engine
@@ -34,25 +35,53 @@ class ImageRef:
     format: str
 
 
-def limit_encoder_threads(n: int) -> None:
-    """Cap the intra-op threads of torch and OpenCV at ``n`` (best effort).
-
-    Both settings are process-wide (torch's applies to threads created later too), so the cap holds for
-    request threads as well: with ``n = cores - 1`` an encode in the worker leaves a core free for the
-    click path, whose decode is small and gains little from more threads.
-    """
+def thread_counts() -> tuple[int | None, int | None]:
+    """Current (OpenCV, torch) intra-op thread counts; None for a library not loaded."""
     try:
         import cv2
 
-        cv2.setNumThreads(n)
-    except Exception as exc:  # pragma: no cover - best effort only
-        log.debug("could not limit OpenCV threads: %s", exc)
+        ocv = cv2.getNumThreads()
+    except Exception:  # pragma: no cover
+        ocv = None
     torch = sys.modules.get("torch")  # never import torch just for this
-    if torch is not None and torch.get_num_threads() != n:
+    return ocv, (torch.get_num_threads() if torch is not None else None)
+
+
+def limit_encoder_threads(n: int | tuple[int | None, int | None]) -> None:
+    """Set the intra-op threads of OpenCV and torch to ``n`` (or to a pair from :func:`thread_counts`).
+
+    Both settings are process-wide, so the worker caps them only while it encodes (see
+    :func:`encoder_thread_cap`): an encode then leaves a core to the click path, and an idle worker
+    leaves every core to it.
+    """
+    ocv, tch = (n, n) if isinstance(n, int) else n
+    if ocv is not None:
         try:
-            torch.set_num_threads(n)
+            import cv2
+
+            cv2.setNumThreads(ocv)
+        except Exception as exc:  # pragma: no cover - best effort only
+            log.debug("could not set OpenCV threads: %s", exc)
+    torch = sys.modules.get("torch")
+    if tch is not None and torch is not None and torch.get_num_threads() != tch:
+        try:
+            torch.set_num_threads(tch)
         except Exception as exc:  # pragma: no cover
-            log.debug("could not limit torch threads: %s", exc)
+            log.debug("could not set torch threads: %s", exc)
+
+
+@contextmanager
+def encoder_thread_cap(n: int):
+    """Cap OpenCV/torch threads at ``n`` for the duration of one encode (``n = 0``: no cap)."""
+    if not n:
+        yield
+        return
+    before = thread_counts()
+    limit_encoder_threads(n)
+    try:
+        yield
+    finally:
+        limit_encoder_threads(before)
 
 
 def default_encoder_threads() -> int:
@@ -214,8 +243,6 @@ class EmbeddingService:
 
     # --- worker ----------------------------------------------------------------------------------
     def _run(self) -> None:
-        if self.encoder_threads:
-            limit_encoder_threads(self.encoder_threads)
         while True:
             with self._cond:
                 while not self._queue and not self._stop:
@@ -228,9 +255,8 @@ class EmbeddingService:
                     if self._status.get(ref.sha256) == "queued":
                         self._status.pop(ref.sha256, None)
                 continue
-            if self.encoder_threads:
-                limit_encoder_threads(self.encoder_threads)  # again: torch may have been imported since
             try:
-                self.get(ref)
+                with encoder_thread_cap(self.encoder_threads):
+                    self.get(ref)
             except Exception as exc:  # recorded as "failed"; the worker carries on with the next image
                 log.warning("embedding of image %s failed: %s", ref.image_id, exc)

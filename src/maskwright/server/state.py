@@ -45,7 +45,7 @@ class Settings:
     admin_password: str | None = None
     embedding_memory_items: int = 8
     prediction_handles: int = 64
-    encoder_threads: int | None = None  # torch/OpenCV thread cap; None = cores - 1, 0 = leave as is
+    encoder_threads: int | None = None  # torch/OpenCV threads during worker encodes; None = cores - 1, 0 = no cap
     polygon_tolerance: float = 1.0  # Douglas-Peucker pixels for polygons sent to the browser
     start_worker: bool = True
     web_dir: Path | None = field(default_factory=lambda: Path(__file__).resolve().parents[1] / "web")
