@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
 import threading
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from maskwright.engines.onnx_decoder import OnnxDecoder, decoder_input_names, ex
 log = logging.getLogger(__name__)
 
 ENCODER_DTYPES = ("auto", "float32", "bfloat16")
+BATCH_CHUNK = 16  # prompts per decoder call in decode_batch (memory grows ~5 MB per prompt)
 DECODERS = ("auto", "onnx", "torch")
 
 
@@ -120,6 +122,7 @@ class SamFamilyEngine(Engine):
         encoder_dtype: str = "auto",
         encoder_threads: int | None = None,
         decoder_threads: int = 1,
+        batch_threads: int | None = None,
     ) -> None:
         if decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
@@ -130,6 +133,8 @@ class SamFamilyEngine(Engine):
         self.version = f"{self.family}-1-{_weights_version(self.model_dir)}"
         self.encoder_threads = encoder_threads
         self.decoder_threads = max(1, int(decoder_threads))
+        # decode_batch (segment-everything) is not the click path: it may use every core.
+        self.batch_threads = max(1, int(batch_threads or os.cpu_count() or 1))
         if encoder_dtype == "auto":
             encoder_dtype = "bfloat16" if sam_common.cpu_bf16_support() else "float32"
         self.encoder_dtype = encoder_dtype
@@ -140,6 +145,7 @@ class SamFamilyEngine(Engine):
             self.model.vision_encoder.to(torch.bfloat16)
         self._torch_decoders = {mm: PromptDecoder(self.model, self.family, mm).eval() for mm in (True, False)}
         self._onnx: dict[bool, OnnxDecoder] = {}
+        self._onnx_batch: dict[bool, OnnxDecoder] = {}
         self._encoding = threading.Event()
         self.decoder_backend = "torch"
         if decoder in ("auto", "onnx"):
@@ -199,6 +205,7 @@ class SamFamilyEngine(Engine):
             if not self._onnx:
                 paths = self.export_onnx()
                 self._onnx = {mm: OnnxDecoder(p, self.decoder_threads) for mm, p in zip((True, False), paths)}
+            self._onnx_batch = {}
         elif backend != "torch":
             raise ValueError(f"decoder backend must be 'onnx' or 'torch', got {backend!r}")
         self.decoder_backend = backend
@@ -241,14 +248,20 @@ class SamFamilyEngine(Engine):
         return self.decode_batch(embedding, [prompt], multimask_output)[0]
 
     def decode_batch(self, embedding: Embedding, prompts: list[Prompt], multimask_output: bool) -> list[MaskPrediction]:
-        """Decode independent prompts; prompts with the same number of tokens share one decoder call."""
+        """Decode independent prompts; prompts with the same number of tokens share one decoder call.
+
+        On a CPU the decoder's work is per prompt (each prompt's two-way attention rewrites the 64x64 image
+        tokens), so batching saves per-call overhead and runs with ``batch_threads`` (all cores) rather
+        than the click path's single thread; chunks of :data:`BATCH_CHUNK` bound the memory.
+        """
         size = tuple(embedding.original_size)
         tokens = [self._tokens(p, size) for p in prompts]
         groups: dict[int, list[int]] = {}
         for i, (coords, _) in enumerate(tokens):
             groups.setdefault(len(coords), []).append(i)
+        chunks = [idx[k : k + BATCH_CHUNK] for idx in groups.values() for k in range(0, len(idx), BATCH_CHUNK)]
         results: list[MaskPrediction | None] = [None] * len(prompts)
-        for idx in groups.values():
+        for idx in chunks:
             coords = np.stack([tokens[i][0] for i in idx])
             labels = np.stack([tokens[i][1] for i in idx])
             masks_in = np.zeros((len(idx), 1, LOWRES, LOWRES), np.float32)
@@ -280,12 +293,14 @@ class SamFamilyEngine(Engine):
     def _run_decoder(self, embedding, coords, labels, masks_in, has, multimask_output):
         arrays = embedding.arrays
         feats = [np.ascontiguousarray(arrays[n], dtype=np.float32) for n in ("image_embeddings", *self.high_res_names)]
+        batch = len(coords) > 1
         if self.decoder_backend == "onnx":
             names = decoder_input_names(len(self.high_res_names))
             values = [feats[0], coords, labels, masks_in, has, *feats[1:]]
-            return self._onnx[bool(multimask_output)].run(dict(zip(names, values)))
+            return self._onnx_session(bool(multimask_output), batch).run(dict(zip(names, values)))
         module = self._torch_decoders[bool(multimask_output)]
-        with self._torch_decode_threads(), torch.inference_mode():
+        threads = self.batch_threads if batch else self.decoder_threads
+        with self._torch_decode_threads(threads), torch.inference_mode():
             args = [
                 torch.from_numpy(feats[0]),
                 torch.from_numpy(coords),
@@ -297,14 +312,21 @@ class SamFamilyEngine(Engine):
             masks, scores = module(*args)
         return masks.numpy(), scores.numpy()
 
+    def _onnx_session(self, multimask_output: bool, batch: bool) -> OnnxDecoder:
+        if not batch or self.batch_threads == self.decoder_threads:
+            return self._onnx[multimask_output]
+        if multimask_output not in self._onnx_batch:
+            self._onnx_batch[multimask_output] = OnnxDecoder(self._onnx[multimask_output].path, self.batch_threads)
+        return self._onnx_batch[multimask_output]
+
     @contextlib.contextmanager
-    def _torch_decode_threads(self):
-        """Decode in torch with ``decoder_threads`` threads (torch's pool is process-wide, so not mid-encode)."""
+    def _torch_decode_threads(self, threads: int):
+        """Decode in torch with ``threads`` threads (torch's pool is process-wide, so not mid-encode)."""
         if self._encoding.is_set():
             yield
             return
         before = torch.get_num_threads()
-        torch.set_num_threads(self.decoder_threads)
+        torch.set_num_threads(threads)
         try:
             yield
         finally:
