@@ -51,6 +51,9 @@ def test_roles_are_enforced(server):
         == 403
     )
     assert server.upload(pid, [("b.png", png_bytes(synthetic_photo(2)))], headers=reviewer).status_code == 403
+    again = {"username": "ann", "password": "12345678", "role": "reviewer"}
+    assert c.post("/api/users", json=again, headers=server.admin).status_code == 409
+    assert [u["username"] for u in c.get("/api/users", headers=server.admin).json()] == ["admin", "ann", "rev"]
     # Annotators mark done; only reviewers (and admins) mark reviewed.
     assert c.patch(f"/api/images/{img['id']}", json={"status": "done"}, headers=annotator).status_code == 200
     assert c.patch(f"/api/images/{img['id']}", json={"status": "reviewed"}, headers=annotator).status_code == 403

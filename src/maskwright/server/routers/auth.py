@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, HTTPException, status
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from maskwright.server.auth import authenticate, create_user, hash_password, issue_token, verify_password
@@ -64,7 +65,10 @@ def list_users(_: AuthUser = Depends(require_role("admin")), db: Session = Depen
 def add_user(body: UserIn, _: AuthUser = Depends(require_role("admin")), db: Session = Depends(get_db)) -> UserOut:
     try:
         user = create_user(db, body.username, body.password, body.role)
+        db.commit()
     except ValueError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT if "exists" in str(exc) else 422, str(exc)) from None
-    db.commit()
+    except IntegrityError:  # created concurrently
+        db.rollback()
+        raise HTTPException(status.HTTP_409_CONFLICT, f"user {body.username!r} already exists") from None
     return user_out(user)

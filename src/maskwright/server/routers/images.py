@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, File, HTTPException, Query, UploadFile, status
 from fastapi.responses import FileResponse
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from maskwright.exchange.images import add_images, check_image
@@ -97,9 +98,11 @@ def upload_images(
     try:
         images = add_images(db, state.files, project, checked)
         db.commit()
-    except Exception:
+    except IntegrityError:  # the same bytes uploaded to this project by a concurrent request
         db.rollback()
-        raise
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, "an image of this request was uploaded at the same time by another request; retry"
+        ) from None
     if state.embeddings.project_id == pid:
         state.embeddings.enqueue([image_ref(img) for img in images])
     return images_out(state, db, images)
