@@ -155,6 +155,7 @@ def test_embedding_service_order_and_on_demand(tmp_path):
     assert [svc.status(r.sha256) for r in refs] == ["queued"] * 4
     svc.move_on_after(refs[1].sha256)  # the annotator opened image 2
     assert svc.queued() == [3, 4, 1]
+    assert [svc.status(r.sha256) for r in refs] == ["queued", "none", "queued", "queued"]
     emb = svc.get(refs[1])  # on demand, in this thread
     assert emb.original_size == (40, 60) and svc.status(refs[1].sha256) == "ready"
     assert files.has_embedding(refs[1].sha256, "classic", emb.engine_version)

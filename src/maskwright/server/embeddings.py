@@ -172,16 +172,15 @@ class EmbeddingService:
         self.enqueue(refs)
 
     def move_on_after(self, sha256: str) -> None:
-        """The annotator is on this image: drop it and everything queued before it, keep what follows."""
+        """The annotator is on this image (encoded on demand): drop it from the queue and go on with the
+        images after it; those queued before it move to the back (the annotator may come back to them)."""
         with self._cond:
             items = list(self._queue)
             idx = next((i for i, r in enumerate(items) if r.sha256 == sha256), None)
             if idx is None:
                 return
-            for r in items[: idx + 1]:
-                if self._status.get(r.sha256) == "queued":
-                    self._status.pop(r.sha256, None)
-            # Images before this one are kept at the back: the annotator may come back to them.
+            if self._status.get(sha256) == "queued":
+                self._status.pop(sha256, None)
             self._queue = deque(items[idx + 1 :] + items[:idx])
             self._cond.notify_all()
 
