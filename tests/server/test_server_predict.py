@@ -125,6 +125,11 @@ def test_automask_proposals(server):
     pid = server.project()["id"]
     (img,) = server.upload(pid, [("a.png", png_bytes(synthetic_photo(7)))]).json()
     r = c.post(f"/api/projects/{pid}/automask", json={"image_id": img["id"]}, headers=h)
+    try:
+        import maskwright.automask  # noqa: F401  (built separately; the server must run without it)
+    except ImportError:
+        assert r.status_code == 503 and "segment-everything is not available" in r.json()["detail"]
+        return
     assert r.status_code == 200, r.text
     proposals = r.json()["proposals"]
     assert proposals and all(0 <= p["predicted_iou"] <= 1 for p in proposals)
