@@ -66,6 +66,8 @@ def test_predict_on_a_grabcut_photo_covers_the_click(server, grabcut):
     bad = [
         {"points": [[img["width"] + 5, 3]], "labels": [1]},
         {"points": [[3, 3]], "labels": []},
+        {"points": [[3, 3, 3]], "labels": [1]},
+        {"points": [[3, 3], [4]], "labels": [1, 1]},
         {"points": [[3, 3]], "labels": [1], "mask_handle": "nope:0"},
         {"points": [[3, 3]], "labels": [1], "mask_handle": f"{out['handle']}:7"},
         {},

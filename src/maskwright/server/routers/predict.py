@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
 from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Response, status
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from maskwright.masks import mask_to_polygons, rle_encode
@@ -16,6 +18,7 @@ from maskwright.server.schemas import Candidate, PredictIn, PredictOut
 from maskwright.server.state import ServerState
 from maskwright.store.models import InteractionEvent
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["predict"])
 
 
@@ -73,9 +76,12 @@ def lowres_change(previous: np.ndarray, current: np.ndarray) -> float:
 
 def log_prompt(state: ServerState, event: dict) -> None:
     """Store the prompt as an interaction event, after the response is sent (off the click path)."""
-    with state.sessions() as db:
-        db.add(InteractionEvent(**event))
-        db.commit()
+    try:
+        with state.sessions() as db:
+            db.add(InteractionEvent(**event))
+            db.commit()
+    except SQLAlchemyError as exc:  # e.g. the image was deleted meanwhile; the click itself succeeded
+        log.warning("could not log a predict event of image %s: %s", event.get("image_id"), exc)
 
 
 @router.post("/images/{iid}/predict", response_model=PredictOut)
@@ -94,10 +100,10 @@ def predict(
     db.close()  # release the connection before a possibly long on-demand encode
     try:
         mask_input = state.predictions.get(body.mask_handle, iid) if body.mask_handle else None
+        if any(len(p) != 2 for p in body.points):
+            raise ValueError(f"points must be [[x, y], ...] pixel pairs, got {body.points[:3]}")
         coords = np.asarray(body.points, np.float32).reshape(-1, 2) if body.points else None
         labels = np.asarray(body.labels, np.int32) if body.points or body.labels else None
-        if coords is not None and any(len(p) != 2 for p in body.points):
-            raise ValueError("points must be [[x, y], ...] pixel pairs")
         # Validate against the stored size before any encode, so bad prompts fail fast.
         validate_prompt((img.height, img.width), coords, labels, body.box, mask_input)
     except ValueError as exc:
@@ -108,8 +114,10 @@ def predict(
     state.embeddings.move_on_after(ref.sha256)
     try:
         emb = state.embeddings.get(ref)
-    except RuntimeError as exc:
-        raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR, str(exc)) from None
+    except (RuntimeError, ValueError, OSError) as exc:  # e.g. the stored file is missing or unreadable
+        raise HTTPException(
+            status.HTTP_500_INTERNAL_SERVER_ERROR, f"could not compute the embedding of image {iid}: {exc}"
+        ) from None
     t1 = time.perf_counter()
     try:
         prompt = validate_prompt(emb.original_size, coords, labels, body.box, mask_input)
