@@ -66,6 +66,18 @@ def make_tiny_sam2(path: Path) -> Path:
     return path
 
 
+def make_tiny_sam_hq(path: Path) -> Path:
+    from transformers import SamHQConfig, SamHQModel
+    from transformers.models.sam_hq.configuration_sam_hq import SamHQVisionConfig
+
+    vision = SamHQVisionConfig(
+        hidden_size=48, num_hidden_layers=2, num_attention_heads=2, global_attn_indexes=[1], mlp_dim=96, window_size=8
+    )
+    config = SamHQConfig(vision_config=vision.to_dict(), mask_decoder_config={"vit_dim": 48})
+    reinit(SamHQModel(config), seed=2).save_pretrained(path)
+    return path
+
+
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory):
     """A private maskwright cache (ONNX exports) for this module."""
@@ -303,6 +315,33 @@ def test_multimask_three_vs_one_and_mask_input_round_trip(family, sam_engine, sa
                 input_masks=torch.from_numpy(best)[None],
             )
         np.testing.assert_allclose(logits_r, out.pred_masks[0, 0].numpy(), atol=1e-3)
+
+
+def test_sam_hq_engine_equals_transformers_and_onnx_equals_torch(tmp_path, cache_dir, images):
+    engine = load_sam_engine(str(make_tiny_sam_hq(tmp_path / "hq")), decoder="onnx", encoder_dtype="float32")
+    assert engine.family == "sam-hq" and engine.decoder_backend == "onnx"
+    size = SIZES[0]
+    h, w = size
+    emb = engine.embed(images[size])
+    assert emb.arrays["intermediate_embeddings_0"].shape == (1, 64, 64, 48)
+    points = np.array([[w * 0.4, h * 0.5], [w * 0.8, h * 0.3]], np.float32)
+    box = np.array([w * 0.1, h * 0.2, w * 0.7, h * 0.9], np.float32)
+    for multimask in (True, False):
+        pred = engine.decode(emb, validate_prompt(size, points, [1, 0], box), multimask)
+        with torch.no_grad():
+            out = engine.model(
+                image_embeddings=torch.from_numpy(emb.arrays["image_embeddings"]),
+                intermediate_embeddings=[torch.from_numpy(emb.arrays["intermediate_embeddings_0"])],
+                input_points=torch.from_numpy(sam_common.transform_coords_sam(points, size))[None, None],
+                input_labels=torch.tensor([[[1, 0]]]),
+                input_boxes=torch.from_numpy(sam_common.transform_coords_sam(box.reshape(2, 2), size).reshape(1, 1, 4)),
+                multimask_output=multimask,
+            )
+        np.testing.assert_allclose(pred.logits, out.pred_masks[0, 0].numpy(), atol=1e-3)
+        engine.set_decoder("torch")
+        ref = engine.decode(emb, validate_prompt(size, points, [1, 0], box), multimask)
+        engine.set_decoder("onnx")
+        np.testing.assert_allclose(pred.logits, ref.logits, atol=1e-3)
 
 
 # --- ONNX, batching, serialisation -----------------------------------------------------------------

@@ -133,7 +133,7 @@ CATALOGUE: dict[str, ModelInfo] = {
             1.6,
             "estimate",
             70,
-            "SAM-HQ ViT-B: sharper boundaries (weights only: HQ decoder not supported yet)",
+            "SAM-HQ ViT-B: sharper mask boundaries",
         ),
     ]
 }

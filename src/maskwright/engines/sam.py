@@ -92,6 +92,16 @@ class PromptDecoder(nn.Module):
                 multimask_output=self.multimask_output,
                 high_resolution_features=[f.expand(batch, -1, -1, -1) for f in (high_res_feats_0, high_res_feats_1)],
             )
+        elif self.family == "sam-hq":  # HQ token fused with the early ViT features (not expanded: broadcast)
+            masks, scores = self.mask_decoder(
+                image,
+                image_pe,
+                sparse,
+                dense,
+                self.multimask_output,
+                hq_token_only=False,
+                intermediate_embeddings=[high_res_feats_0],
+            )
         else:
             masks, scores = self.mask_decoder(image, image_pe, sparse, dense, self.multimask_output)
         return masks[:, 0], scores[:, 0]
@@ -337,17 +347,36 @@ class SamFamilyEngine(Engine):
 
 
 class SamEngine(SamFamilyEngine):
-    """SAM (ViT-B/L/H, SlimSAM) via ``transformers.SamModel``; SAM-HQ checkpoints load their SAM part."""
+    """SAM (ViT-B/L/H, SlimSAM) via ``transformers.SamModel``."""
 
     family = "sam"
 
+
+class SamHQEngine(SamFamilyEngine):
+    """SAM-HQ via ``transformers.SamHQModel``: SAM's geometry, plus the first global-attention ViT features
+    (``intermediate_embeddings_0``, (1, 64, 64, C)) kept in the embedding for the HQ output token.
+    Masks are SAM's masks plus the HQ mask (``hq_token_only=False``, the SAM-HQ default)."""
+
+    family = "sam-hq"
+    high_res_names = ("intermediate_embeddings_0",)
+
     def _load_model(self) -> nn.Module:
-        model_type = hub.read_model_type(self.model_dir)
-        if model_type == "sam_hq":
-            raise ValueError(
-                f"{self.model_dir} is a SAM-HQ checkpoint; its HQ decoder is not supported by the sam engine yet"
-            )
-        return super()._load_model()
+        from transformers import SamHQModel
+
+        return SamHQModel.from_pretrained(self.model_dir, dtype=torch.float32)
+
+    def _encode(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
+        embeddings, intermediate = self.model.get_image_embeddings(pixel_values)
+        return {"image_embeddings": embeddings.float(), "intermediate_embeddings_0": intermediate[0].float()}
+
+    def _encode_shapes(self) -> list[torch.Tensor]:
+        cfg = self.model.config
+        size = cfg.prompt_encoder_config.image_embedding_size
+        side = cfg.vision_config.image_size // cfg.vision_config.patch_size
+        return [
+            torch.randn(1, cfg.prompt_encoder_config.hidden_size, size, size),
+            torch.randn(1, side, side, cfg.vision_config.hidden_size),
+        ]
 
 
 def load_engine(name_or_dir: str, **options) -> SamFamilyEngine:

@@ -67,10 +67,14 @@ def load_sam_engine(
         from maskwright.engines.sam2 import Sam2Engine
 
         return Sam2Engine(model_dir, name=name, **options)
-    if model_type in ("sam", "sam_hq"):
+    if model_type == "sam":
         from maskwright.engines.sam import SamEngine
 
         return SamEngine(model_dir, name=name, **options)
+    if model_type == "sam_hq":
+        from maskwright.engines.sam import SamHQEngine
+
+        return SamHQEngine(model_dir, name=name, **options)
     raise ValueError(f"{model_dir} holds a {model_type!r} model; expected one of {', '.join(SAM_MODEL_TYPES)}")
 
 
@@ -83,19 +87,13 @@ def _resolve_directory(name: str):
     return load_sam_engine(name)
 
 
-def _availability(info: hub.ModelInfo) -> tuple[bool, str]:
-    if info.family == "sam-hq":  # listed so its weights can be pulled; the HQ decoder path is not written yet
-        return False, "the SAM-HQ decoder is not supported by maskwright yet"
-    return hub.availability(info.name)
-
-
 def _make_spec(info: hub.ModelInfo) -> EngineSpec:
     return EngineSpec(
         name=info.name,
         family=info.family,
         description=f"{info.description} ({info.hub_id})",
         factory=lambda: load_sam_engine(info.name),
-        availability=lambda: _availability(info),
+        availability=lambda: hub.availability(info.name),
         priority=info.priority,
     )
 
