@@ -315,6 +315,11 @@ def test_events_are_stored(server):
         ("click", None, True),
         ("choose_candidate", 2, True),
     ]
+    log = c.get(f"/api/projects/{p['id']}/export?format=events", headers=h).json()
+    assert [(e["kind"], e["file_name"], e["user"], e["x"]) for e in log["events"]] == [
+        ("click", "a.png", "admin", 10.0),
+        ("choose_candidate", "a.png", "admin", None),
+    ]
 
 
 def test_restart_loses_nothing(tmp_path, database_url):

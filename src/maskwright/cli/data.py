@@ -111,7 +111,7 @@ def register(app: typer.Typer) -> None:
     def export(
         project: str = typer.Option(..., "--project", help="Project name."),
         format: str = typer.Option(
-            "coco", "--format", "-f", help="coco | coco-polygons | yolo | png (= png-instance) | png-semantic"
+            "coco", "--format", "-f", help="coco | coco-polygons | yolo | png (= png-instance) | png-semantic | events"
         ),
         out: Path = typer.Option(..., "--out", "-o", help="Output file (.json for COCO, .zip otherwise)."),
         data: Path = DATA_OPTION,

@@ -8,7 +8,7 @@ from typing import BinaryIO
 from sqlalchemy.orm import Session
 
 from maskwright.exchange.archives import export_png, export_yolo
-from maskwright.exchange.coco import ImportResult, export_coco, import_coco
+from maskwright.exchange.coco import ImportResult, export_coco, export_events, import_coco
 from maskwright.exchange.images import CheckedImage, add_images, check_image
 from maskwright.store.files import FileStore
 
@@ -19,6 +19,7 @@ EXPORT_FORMATS = {
     "yolo": ("application/zip", "zip"),
     "png-instance": ("application/zip", "zip"),
     "png-semantic": ("application/zip", "zip"),
+    "events": ("application/json", "json"),  # the interaction log (not annotations)
 }
 # Short names the CLI accepts too.
 FORMAT_ALIASES = {"png": "png-instance", "yolo-seg": "yolo", "coco-rle": "coco"}
@@ -36,6 +37,8 @@ def export_project(db: Session, files: FileStore, project_id: int, fmt: str, out
     fmt = normalise_format(fmt)
     if fmt in ("coco", "coco-polygons"):
         out.write(json.dumps(export_coco(db, project_id, polygons=fmt == "coco-polygons")).encode())
+    elif fmt == "events":
+        out.write(json.dumps(export_events(db, project_id)).encode())
     elif fmt == "yolo":
         export_yolo(db, files, project_id, out)
     else:
@@ -50,6 +53,7 @@ __all__ = [
     "add_images",
     "check_image",
     "export_coco",
+    "export_events",
     "export_png",
     "export_project",
     "export_yolo",

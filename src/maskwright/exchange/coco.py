@@ -195,3 +195,43 @@ def import_coco(db: Session, project_id: int, coco: dict, author_id: int | None 
         result.annotations += 1
     db.flush()
     return result
+
+
+def export_events(db: Session, project_id: int) -> dict:
+    """The interaction log of a project (every prompt and choice, oldest first), for quality models.
+
+    Each event: ``id, image_id, file_name, user, kind, t, x, y, label, candidate, score, mask_change, data,
+    created_at``; ``x, y`` are pixels of the original image.
+    """
+    from maskwright.store.models import InteractionEvent, User
+
+    project = db.get(Project, project_id)
+    if project is None:
+        raise ValueError(f"project {project_id} does not exist")
+    rows = db.execute(
+        select(InteractionEvent, Image.file_name, User.username)
+        .join(Image, InteractionEvent.image_id == Image.id)
+        .outerjoin(User, InteractionEvent.user_id == User.id)
+        .where(Image.project_id == project_id)
+        .order_by(InteractionEvent.id)
+    ).all()
+    events = [
+        {
+            "id": e.id,
+            "image_id": e.image_id,
+            "file_name": file_name,
+            "user": username,
+            "kind": e.kind,
+            "t": e.t,
+            "x": e.x,
+            "y": e.y,
+            "label": e.label,
+            "candidate": e.candidate,
+            "score": e.score,
+            "mask_change": e.mask_change,
+            "data": e.data,
+            "created_at": e.created_at.isoformat(),
+        }
+        for e, file_name, username in rows
+    ]
+    return {"project": project.name, "events": events}
