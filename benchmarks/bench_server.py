@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -140,6 +141,7 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+        shutil.rmtree(data, ignore_errors=True)
 
     def med(v: list[float]) -> str:
         return f"{statistics.median(v):7.2f}"
