@@ -177,6 +177,7 @@ def test_postprocess_equals_post_process_masks(size):
     ref = ref.numpy()
     mine = sam_common.postprocess_sam(lowres, size)
     assert mine.shape == (3, *size)
+    np.testing.assert_array_equal(sam_common.sam_masks(lowres, size), mine > 0)
     # cv2's bilinear weights are float32-rounded: differences stay ~1e-4 on logits of scale ~10.
     np.testing.assert_allclose(mine, ref, atol=2e-3)
     assert np.mean((mine > 0) != (ref > 0)) < 1e-4

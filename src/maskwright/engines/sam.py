@@ -192,7 +192,7 @@ class SamFamilyEngine(Engine):
 
     def _postprocess(self, lowres: np.ndarray, original_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """Model low-res logits (K, 256, 256) -> (masks (K, H, W) bool, low-res logits in maskwright's convention)."""
-        return sam_common.postprocess_sam(lowres, original_size) > 0, lowres
+        return sam_common.sam_masks(lowres, original_size), lowres
 
     # --- decoder backends ------------------------------------------------------------------------
     def onnx_dir(self) -> Path:

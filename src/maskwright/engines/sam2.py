@@ -48,7 +48,7 @@ class Sam2Engine(SamFamilyEngine):
         return sam_common.padded_to_sam2_lowres(mask_input, original_size)
 
     def _postprocess(self, lowres: np.ndarray, original_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        masks = sam_common.postprocess_sam2(lowres, original_size) > 0
+        masks = sam_common.sam2_masks(lowres, original_size)
         return masks, sam_common.sam2_lowres_to_padded(lowres, original_size)
 
     def _encode_shapes(self) -> list[torch.Tensor]:

@@ -74,13 +74,30 @@ def transform_coords_sam2(coords: np.ndarray, original_size: tuple[int, int], ta
     return np.asarray(coords, np.float32) * np.array([target / w, target / h], np.float32)
 
 
+def _resize(m: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Bilinear resize of one 2-D float32 map (half-pixel centres, like ``F.interpolate(align_corners=False)``)."""
+    return cv2.resize(m, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
 def _resize_stack(maps: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Bilinear (half-pixel centres, like ``F.interpolate(align_corners=False)``) resize of (K, h, w) maps."""
-    # cv2 resizes up to 4 channels in one pass; K is at most 3-4 for a click.
-    if maps.shape[0] <= 4:
-        out = cv2.resize(np.ascontiguousarray(maps.transpose(1, 2, 0)), (width, height), interpolation=cv2.INTER_LINEAR)
-        return out.reshape(height, width, -1).transpose(2, 0, 1)
-    return np.stack([cv2.resize(m, (width, height), interpolation=cv2.INTER_LINEAR) for m in maps])
+    """:func:`_resize` of each of (K, h, w) maps (one 2-D call per map: no channel transposes, ~6x faster)."""
+    out = np.empty((maps.shape[0], height, width), np.float32)
+    for k, m in enumerate(maps):
+        out[k] = _resize(np.ascontiguousarray(m, dtype=np.float32), width, height)
+    return out
+
+
+def _sam_full_logits(lowres: np.ndarray, original_size: tuple[int, int], target: int):
+    """Yield each of SAM's (K, 256, 256) low-res maps as an (H, W) logit map at the original size."""
+    h, w = original_size
+    new_h, new_w = longest_side_shape(h, w, target)
+    factor = target // lowres.shape[-1]
+    # One extra low-res row/column keeps the bilinear taps at the crop edge identical to the full upsample.
+    lh = min(lowres.shape[-2], -(-new_h // factor) + 1)
+    lw = min(lowres.shape[-1], -(-new_w // factor) + 1)
+    for m in lowres:
+        up = _resize(np.ascontiguousarray(m[:lh, :lw], dtype=np.float32), lw * factor, lh * factor)
+        yield _resize(up[:new_h, :new_w], w, h)
 
 
 def postprocess_sam(lowres: np.ndarray, original_size: tuple[int, int], target: int = INPUT_SIZE) -> np.ndarray:
@@ -90,21 +107,33 @@ def postprocess_sam(lowres: np.ndarray, original_size: tuple[int, int], target: 
     the valid region, resize to the original size), but the x4 upsampling is done only on the rows and
     columns that survive the crop.
     """
-    h, w = original_size
-    new_h, new_w = longest_side_shape(h, w, target)
-    factor = target // lowres.shape[-1]
-    # One extra low-res row/column keeps the bilinear taps at the crop edge identical to the full upsample.
-    lh = min(lowres.shape[-2], -(-new_h // factor) + 1)
-    lw = min(lowres.shape[-1], -(-new_w // factor) + 1)
-    crop = np.ascontiguousarray(lowres[:, :lh, :lw], dtype=np.float32)
-    up = _resize_stack(crop, lw * factor, lh * factor)[:, :new_h, :new_w]
-    return _resize_stack(np.ascontiguousarray(up), w, h)
+    out = np.empty((lowres.shape[0], *original_size), np.float32)
+    for k, full in enumerate(_sam_full_logits(lowres, original_size, target)):
+        out[k] = full
+    return out
+
+
+def sam_masks(lowres: np.ndarray, original_size: tuple[int, int], target: int = INPUT_SIZE) -> np.ndarray:
+    """``postprocess_sam(...) > 0`` as (K, H, W) bool, without keeping the full-size float maps."""
+    out = np.empty((lowres.shape[0], *original_size), bool)
+    for k, full in enumerate(_sam_full_logits(lowres, original_size, target)):
+        np.greater(full, 0, out=out[k])
+    return out
 
 
 def postprocess_sam2(lowres: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
     """SAM 2 low-res logits (K, 256, 256) of the squashed image -> logits (K, H, W) at the original size."""
     h, w = original_size
-    return _resize_stack(np.ascontiguousarray(lowres, dtype=np.float32), w, h)
+    return _resize_stack(lowres, w, h)
+
+
+def sam2_masks(lowres: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
+    """``postprocess_sam2(...) > 0`` as (K, H, W) bool."""
+    h, w = original_size
+    out = np.empty((lowres.shape[0], h, w), bool)
+    for k, m in enumerate(lowres):
+        np.greater(_resize(np.ascontiguousarray(m, dtype=np.float32), w, h), 0, out=out[k])
+    return out
 
 
 def sam2_lowres_to_padded(lowres: np.ndarray, original_size: tuple[int, int], pad_value: float = -20.0) -> np.ndarray:
