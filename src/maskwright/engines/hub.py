@@ -259,13 +259,14 @@ def pull(name: str, timeout_s: float = 30.0) -> Path:
     """
     if name not in CATALOGUE:
         raise ValueError(f"unknown model {name!r}: expected one of {', '.join(CATALOGUE)}")
+    # huggingface_hub reads its timeouts from the environment when first imported (find_local imports it).
+    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", str(int(max(1, timeout_s))))
+    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", str(int(max(1, timeout_s))))
     existing = find_local(name)
     if existing is not None:
         return existing
     if is_offline():
         raise ModelUnavailableError(unavailable_message(name, "HF_HUB_OFFLINE is set and it is not in the cache"))
-    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", str(int(max(1, timeout_s))))
-    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", str(int(max(1, timeout_s))))
     try:
         from huggingface_hub import snapshot_download
 

@@ -52,7 +52,12 @@ class Sam2Engine(SamFamilyEngine):
         return masks, sam_common.sam2_lowres_to_padded(lowres, original_size)
 
     def _encode_shapes(self) -> list[torch.Tensor]:
-        # Run the real encoder once on a blank image: SAM 2's feature shapes depend on its config in several ways.
-        with torch.inference_mode():
-            feats = self._encode(torch.zeros(1, 3, sam_common.INPUT_SIZE, sam_common.INPUT_SIZE))
-        return [feats["image_embeddings"].clone(), feats["high_res_feats_0"].clone(), feats["high_res_feats_1"].clone()]
+        """Dummy embedding arrays with this config's shapes (no encoder run: that takes seconds on big models)."""
+        model = self.model
+        sizes = model.backbone_feature_sizes  # [[256, 256], [128, 128], [64, 64]] at 1024 input
+        hidden = model.config.prompt_encoder_config.hidden_size
+        return [
+            torch.randn(1, hidden, *sizes[-1]),
+            torch.randn(1, model.mask_decoder.conv_s0.out_channels, *sizes[0]),
+            torch.randn(1, model.mask_decoder.conv_s1.out_channels, *sizes[1]),
+        ]
