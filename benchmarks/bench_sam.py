@@ -228,6 +228,19 @@ def bench_model(kind: str, workdir: Path, repeats: int, clicks: int) -> dict:
         predict[label] = {"plain": p, "maskwright": m, "speedup": round(p["median_ms"] / m["median_ms"], 2)}
     result["predict"] = predict
 
+    # Segment-everything style: 32 single-point prompts, a loop of decode vs one decode_batch.
+    from maskwright.predictor import validate_prompt
+
+    emb = predictor.get_image_embedding()
+    grid = [validate_prompt((h, w), [[x, y]], [1]) for x in np.linspace(5, w - 5, 8) for y in np.linspace(5, h - 5, 4)]
+    engine.decode_batch(emb, grid[:2], True)  # warm-up (creates the batch session)
+    loop = timed(lambda: [engine.decode(emb, p, True) for p in grid], 1)[0]
+    batch = timed(lambda: engine.decode_batch(emb, grid, True), 1)[0]
+    result["decode_32_prompts_ms_per_prompt"] = {
+        "loop_of_decode": round(loop * 1000 / len(grid), 1),
+        f"decode_batch ({engine.batch_threads} threads)": round(batch * 1000 / len(grid), 1),
+    }
+
     # A second process encodes in a loop (torch default threads) while we click.
     proc = subprocess.Popen([sys.executable, "-c", ENCODER_LOOP, str(model_dir)], stdout=subprocess.PIPE, text=True)
     try:
