@@ -442,6 +442,12 @@ def test_bf16_encoder_agrees_with_fp32(sam_dir, cache_dir, images, embeddings):
     assert np.mean(ious) >= 0.98, ious
 
 
+def test_decode_rejects_an_embedding_of_another_family(sam2_engine, embeddings):
+    size = SIZES[0]
+    with pytest.raises(ValueError, match="high_res_feats_0"):
+        sam2_engine.decode(embeddings[("sam", size)], validate_prompt(size, [[5, 5]], [1]), True)
+
+
 def test_engine_options_are_validated(sam_dir, cache_dir):
     with pytest.raises(ValueError, match="decoder must be one of"):
         load_sam_engine(str(sam_dir), decoder="tensorrt")

@@ -302,7 +302,14 @@ class SamFamilyEngine(Engine):
 
     def _run_decoder(self, embedding, coords, labels, masks_in, has, multimask_output):
         arrays = embedding.arrays
-        feats = [np.ascontiguousarray(arrays[n], dtype=np.float32) for n in ("image_embeddings", *self.high_res_names)]
+        needed = ("image_embeddings", *self.high_res_names)
+        missing = [n for n in needed if n not in arrays]
+        if missing:
+            raise ValueError(
+                f"embedding from engine {embedding.engine!r} lacks {missing}: expected arrays {list(needed)} "
+                f"as computed by {self.name!r}.embed()"
+            )
+        feats = [np.ascontiguousarray(arrays[n], dtype=np.float32) for n in needed]
         batch = len(coords) > 1
         if self.decoder_backend == "onnx":
             names = decoder_input_names(len(self.high_res_names))
