@@ -148,6 +148,9 @@ class SamFamilyEngine(Engine):
         if encoder_dtype == "auto":
             encoder_dtype = "bfloat16" if sam_common.cpu_bf16_support() else "float32"
         self.encoder_dtype = encoder_dtype
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a per-tensor "Loading weights" bar is noise in CLI and server logs
         self.model = self._load_model().eval()
         if self.encoder_dtype == "bfloat16":
             # Whole-encoder bf16 weights: ~2-2.5x faster than fp32 on CPUs with AVX512-BF16 / AMX, where
