@@ -986,6 +986,21 @@ export class Annotator {
     return cand._decoded.mask[Math.floor(y) * cand._decoded.width + Math.floor(x)] === 1;
   }
 
+  /** COCO RLE of the current candidate mask (null without one), for tests. */
+  currentRle() {
+    const entry = this.history.current;
+    return entry.response?.candidates[entry.chosen]?.rle ?? null;
+  }
+
+  /** Number of object pixels of the current candidate as decoded here in JS (tests compare with pycocotools). */
+  decodedArea() {
+    const entry = this.history.current;
+    const cand = entry.response?.candidates[entry.chosen];
+    if (!cand) return 0;
+    cand._decoded = cand._decoded || decodeRle(cand.rle);
+    return cand._decoded.mask.reduce((a, v) => a + v, 0);
+  }
+
   /** Screen (client) coordinates of image pixel (x, y), for driving the mouse in tests. */
   clientPoint(x, y) {
     const r = this.canvas.getBoundingClientRect();

@@ -1,0 +1,274 @@
+"""End to end in Chromium against a real ``maskwright serve``: log in, create a project, upload a GrabCut
+photo, click / negative click / undo / redo, accept with a label, reload, export; saves that fail and
+are retried from the persisted queue; a 409 conflict shown with the choice to reload.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import load_grabcut_sample
+from maskwright.masks import rle_decode
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+READY = "window.maskwright.state.annotator && window.maskwright.state.annotator.width > 0"
+
+
+def pick_sample(grabcut: list, stem: str = "grave") -> tuple[Path, Path]:
+    """A photo whose first click over-segments (so a negative click has work to do); else the first one."""
+    return next((p for p in grabcut if p[0].stem == stem), grabcut[0])
+
+
+def deepest_point(mask: np.ndarray, away_from: tuple[int, int] | None = None, radius: float = 0) -> tuple[int, int]:
+    """(x, y) of the pixel of ``mask`` farthest from its border (optionally at least ``radius`` from a point)."""
+    dist = cv2.distanceTransform(np.pad(mask, 1).astype(np.uint8), cv2.DIST_L2, 5)[1:-1, 1:-1]
+    if away_from is not None:
+        yy, xx = np.mgrid[: mask.shape[0], : mask.shape[1]]
+        dist[np.hypot(xx - away_from[0], yy - away_from[1]) < radius] = 0
+    y, x = np.unravel_index(int(dist.argmax()), dist.shape)
+    return int(x), int(y)
+
+
+def state(page) -> dict:
+    return page.evaluate("window.maskwright.state.annotator")
+
+
+def click_image(page, x: int, y: int, button: str = "left") -> None:
+    sx, sy = page.evaluate(f"window.maskwright.app.annotator.clientPoint({x}, {y})")
+    page.mouse.click(sx, sy, button=button)
+
+
+def wait_mask(page, n_points: int) -> None:
+    page.wait_for_function(
+        f"(() => {{ const a = window.maskwright.state.annotator; return a && a.prompt.points.length === {n_points}"
+        " && !a.pending && a.hasMask; })()"
+    )
+
+
+def covers(page, x: int, y: int) -> bool:
+    return page.evaluate(f"window.maskwright.app.annotator.maskCovers({x}, {y})")
+
+
+def current_mask(page) -> np.ndarray:
+    return rle_decode(page.evaluate("window.maskwright.app.annotator.currentRle()"))
+
+
+def login(page, server) -> None:
+    page.goto(server.base_url + "/")
+    page.fill("input[name=password]", server.password)
+    page.click("button[type=submit]")
+    page.wait_for_selector("h1:has-text('Projects')")
+
+
+def login_with_token(page, server) -> None:
+    """Skip the login form: put a token where the UI keeps it."""
+    page.goto(server.base_url + "/#/login")
+    page.evaluate(f"localStorage.setItem('maskwright.token', {json.dumps(server.token())})")
+
+
+def new_project_with_image(server, name: str, image: Path) -> tuple[dict, dict]:
+    project = server.api(
+        "POST",
+        "/projects",
+        json={"name": name, "labels": [{"name": "a", "color": "#e6194b"}, {"name": "b", "color": "#4363d8"}]},
+    ).json()
+    with image.open("rb") as f:
+        r = server.api("POST", f"/projects/{project['id']}/images", files=[("files", (image.name, f.read()))])
+    assert r.status_code == 201, r.text
+    return project, r.json()[0]
+
+
+def test_annotate_end_to_end(page, live_server, grabcut):
+    pair = pick_sample(grabcut)
+    rgb, gt, ignore = load_grabcut_sample(pair)
+    login(page, live_server)
+
+    # A project with two labels, through the form.
+    page.fill("input[name=project-name]", "Browser e2e")
+    page.fill(".label-row .label-name", "object")
+    page.click("#add-label")
+    page.locator(".label-row .label-name").nth(1).fill("other")
+    page.click("#create-project")
+    page.wait_for_selector("#dropzone")
+    project_id = int(page.url.rsplit("/", 1)[1])
+    labels = live_server.api("GET", f"/projects/{project_id}").json()["labels"]
+    assert [lab["name"] for lab in labels] == ["object", "other"]
+
+    # Upload with the file picker; the grid shows the image with its status.
+    page.set_input_files("#file-picker", str(pair[0]))
+    page.wait_for_selector(f".tile[title='{pair[0].name}']")
+    assert "New" in page.inner_text(".tile .pill")
+    page.click(".tile")
+    page.wait_for_function(READY)
+    s = state(page)
+    assert (s["height"], s["width"]) == gt.shape
+    assert page.evaluate("window.maskwright.state.engine") == "classic"
+
+    # Positive click deep inside the object: a mask is drawn and covers the click.
+    x, y = deepest_point(gt & ~ignore)
+    click_image(page, x, y)
+    wait_mask(page, 1)
+    assert covers(page, x, y)
+    mask = current_mask(page)
+    assert mask[y, x]
+    # The JS decoder of the compressed RLE agrees with pycocotools.
+    assert page.evaluate("window.maskwright.app.annotator.decodedArea()") == int(mask.sum())
+    # The canvas shows the mask: a pixel inside it, away from the click marker, is tinted with the label colour.
+    page.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+    mx, my = deepest_point(mask, away_from=(x, y), radius=15)
+    assert mask[my, mx]
+    sx, sy = page.evaluate(f"window.maskwright.app.annotator.view.toScreen({mx} + 0.5, {my} + 0.5)")
+    drawn = page.evaluate(
+        f"Array.from(document.querySelector('.stage-canvas').getContext('2d')"
+        f".getImageData(Math.floor({sx} * devicePixelRatio), Math.floor({sy} * devicePixelRatio), 1, 1).data)"
+    )
+    alpha = 130 / 255
+    expected = np.array([0xE6, 0x19, 0x4B]) * alpha + rgb[my, mx].astype(float) * (1 - alpha)
+    assert np.abs(np.array(drawn[:3]) - expected).max() < 40, (drawn, expected)
+
+    # A negative click on a wrongly included region removes it.
+    wrong = mask & ~gt & ~ignore
+    nx, ny = deepest_point(wrong)
+    assert wrong[ny, nx], "the first click should over-segment this photo"
+    click_image(page, nx, ny, button="right")
+    wait_mask(page, 2)
+    assert not covers(page, nx, ny)
+    assert covers(page, x, y)
+    after = current_mask(page)
+    assert (after & ~gt & ~ignore).sum() < wrong.sum()
+    assert state(page)["prompt"]["points"][1]["label"] == 0
+
+    # Undo brings the first mask back at once; redo the refined one.
+    page.keyboard.press("Control+z")
+    assert state(page)["prompt"]["points"] == [{"x": x, "y": y, "label": 1}]
+    assert covers(page, nx, ny)
+    page.keyboard.press("Control+Shift+z")
+    assert len(state(page)["prompt"]["points"]) == 2
+    assert not covers(page, nx, ny)
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "annotator.png"))
+
+    # Accept with label 2: saved at once, with that label, in the database.
+    page.keyboard.press("Shift+Digit2")
+    page.keyboard.press("Enter")
+    page.wait_for_function(
+        "window.maskwright.state.annotator.instances.length === 1 && window.maskwright.state.saves.pending === 0"
+    )
+    image_id = s["imageId"]
+    anns = live_server.api("GET", f"/images/{image_id}/annotations").json()
+    assert len(anns) == 1
+    assert anns[0]["label_id"] == labels[1]["id"]
+    assert anns[0]["area"] == int(after.sum())
+    assert not state(page)["hasMask"]
+
+    # Reload: the instance is still there, with its label.
+    page.reload()
+    page.wait_for_function(READY + " && window.maskwright.state.annotator.instances.length === 1")
+    assert state(page)["instances"][0]["label_id"] == labels[1]["id"]
+    assert state(page)["instances"][0]["id"] == anns[0]["id"]
+
+    # The export button downloads COCO with the annotation under category "other".
+    page.select_option("select.export-format", "coco")
+    with page.expect_download() as download:
+        page.click("#export")
+    coco = json.loads(Path(download.value.path()).read_text())
+    (ann,) = [a for a in coco["annotations"] if a["id"] == anns[0]["id"] or a.get("area") == anns[0]["area"]]
+    category = next(c for c in coco["categories"] if c["id"] == ann["category_id"])
+    assert category["name"] == "other"
+
+    # Every prompt and choice reached the interaction log.
+    page.evaluate("window.maskwright.app.events.flush()")
+    r = live_server.api("GET", f"/projects/{project_id}/export", params={"format": "events"})
+    body = r.json()
+    events = body["events"] if isinstance(body, dict) else body
+    kinds = [e["kind"] for e in events]
+    for kind in ("click", "undo", "redo", "accept"):
+        assert kind in kinds, kinds
+    clicks = [e for e in events if e["kind"] == "click"]
+    assert (clicks[0]["x"], clicks[0]["y"], clicks[0]["label"]) == (x, y, 1)
+
+
+def test_failed_save_is_retried_from_persisted_queue(page, live_server, grabcut):
+    pair = pick_sample(grabcut, "flower")
+    _, image = new_project_with_image(live_server, "Retry queue", pair[0])
+    login_with_token(page, live_server)
+
+    # The network drops every annotation POST: the save must stay queued, visible, and survive a reload.
+    def drop_posts(route):
+        if route.request.method == "POST":
+            route.abort("connectionrefused")
+        else:
+            route.continue_()
+
+    page.route("**/api/images/*/annotations", drop_posts)
+    page.goto(f"{live_server.base_url}/#/images/{image['id']}")
+    page.wait_for_function(READY)
+    click_image(page, image["width"] // 2, image["height"] // 2)
+    wait_mask(page, 1)
+    page.keyboard.press("Enter")
+    page.wait_for_function("window.maskwright.state.saves.lastError !== null")
+    assert "unsaved" in page.inner_text("#save-status")
+    queued = json.loads(page.evaluate("localStorage.getItem('maskwright.saveQueue.v1')"))
+    assert [op["kind"] for op in queued["ops"]] == ["create"]
+
+    page.reload()
+    page.wait_for_function(READY + " && window.maskwright.state.annotator.instances.length === 1")
+    assert state(page)["instances"][0]["id"] is None  # shown from the queue, not yet on the server
+    assert live_server.api("GET", f"/images/{image['id']}/annotations").json() == []
+
+    # The network is back: "Retry now" sends it, once.
+    page.unroute("**/api/images/*/annotations")
+    page.wait_for_selector("#save-status button")
+    page.click("#save-status button")
+    page.wait_for_function(
+        "window.maskwright.state.saves.pending === 0 && window.maskwright.state.annotator.instances[0].id"
+    )
+    anns = live_server.api("GET", f"/images/{image['id']}/annotations").json()
+    assert len(anns) == 1
+    assert anns[0]["source"] == "click"
+    assert json.loads(page.evaluate("localStorage.getItem('maskwright.saveQueue.v1')"))["ops"] == []
+    assert "All changes saved" in page.inner_text("#save-status")
+
+
+def test_conflict_is_shown_with_reload(page, live_server, grabcut):
+    pair = pick_sample(grabcut, "sheep")
+    project, image = new_project_with_image(live_server, "Conflicts", pair[0])
+    label_a, label_b = (lab["id"] for lab in project["labels"])
+    pred = live_server.api(
+        "POST",
+        f"/images/{image['id']}/predict",
+        json={
+            "points": [[image["width"] // 2, image["height"] // 2]],
+            "labels": [1],
+            "box": None,
+            "mask_handle": None,
+            "multimask": False,
+        },
+    ).json()
+    ann = live_server.api(
+        "POST",
+        f"/images/{image['id']}/annotations",
+        json={"label_id": label_a, "rle": pred["candidates"][0]["rle"], "source": "click"},
+    ).json()
+    login_with_token(page, live_server)
+    page.goto(f"{live_server.base_url}/#/images/{image['id']}")
+    page.wait_for_function(READY + " && window.maskwright.state.annotator.instances.length === 1")
+
+    # Someone else relabels it behind the UI's back; our relabel is then stale.
+    r = live_server.api("PATCH", f"/annotations/{ann['id']}", json={"version": ann["version"], "label_id": label_b})
+    assert r.status_code == 200, r.text
+    page.select_option(".instance select.relabel", str(label_b))
+    page.wait_for_selector("#conflict:not([hidden])")
+    assert "Conflict" in page.inner_text("#conflict")
+    page.click("#conflict-reload")
+    page.wait_for_function("window.maskwright.state.annotator.instances[0].version === 2")
+    assert state(page)["instances"][0]["label_id"] == label_b
+    assert page.is_hidden("#conflict")
