@@ -272,3 +272,74 @@ def test_conflict_is_shown_with_reload(page, live_server, grabcut):
     page.wait_for_function("window.maskwright.state.annotator.instances[0].version === 2")
     assert state(page)["instances"][0]["label_id"] == label_b
     assert page.is_hidden("#conflict")
+
+
+def test_view_box_proposals_and_help(page, live_server, grabcut):
+    pair = pick_sample(grabcut, "sheep")
+    project, image = new_project_with_image(live_server, "Views", pair[0])
+    login_with_token(page, live_server)
+    page.goto(f"{live_server.base_url}/#/images/{image['id']}")
+    page.wait_for_function(READY)
+
+    # Wheel zoom keeps the image point under the cursor in place; Space+drag pans; F fits again.
+    fitted = state(page)["view"]
+    sx, sy = page.evaluate("window.maskwright.app.annotator.clientPoint(100, 80)")
+    page.mouse.move(sx, sy)
+    page.mouse.wheel(0, -400)
+    page.wait_for_function(f"window.maskwright.app.annotator.view.scale > {fitted['scale']}")
+    zoomed = page.evaluate("window.maskwright.app.annotator.view")
+    assert zoomed["scale"] > fitted["scale"] * 1.5
+    assert page.evaluate("window.maskwright.app.annotator.clientPoint(100, 80)") == pytest.approx([sx, sy], abs=1.0)
+    page.keyboard.down(" ")
+    page.mouse.down()
+    page.mouse.move(sx + 60, sy + 30, steps=4)
+    page.mouse.up()
+    page.keyboard.up(" ")
+    panned = page.evaluate("window.maskwright.app.annotator.view")
+    assert (panned["ox"] - zoomed["ox"], panned["oy"] - zoomed["oy"]) == pytest.approx((60, 30), abs=1.0)
+    assert state(page)["prompt"]["points"] == []  # panning is not a click
+    page.keyboard.press("f")
+    assert page.evaluate("window.maskwright.app.annotator.view.scale") == pytest.approx(fitted["scale"])
+
+    # A left drag is a box prompt (XYXY in image pixels), not a point.
+    w, hgt = image["width"], image["height"]
+    x0, y0 = page.evaluate(f"window.maskwright.app.annotator.clientPoint({w // 4}, {hgt // 4})")
+    x1, y1 = page.evaluate(f"window.maskwright.app.annotator.clientPoint({3 * w // 4}, {3 * hgt // 4})")
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move(x1, y1, steps=6)
+    page.mouse.up()
+    page.wait_for_function(
+        "(() => { const a = window.maskwright.state.annotator; return a.prompt.box && !a.pending && a.hasMask; })()"
+    )
+    s = state(page)
+    assert s["prompt"]["points"] == []
+    bx0, by0, bx1, by1 = s["prompt"]["box"]
+    assert abs(bx0 - w // 4) <= 1 and abs(by1 - 3 * hgt // 4) <= 1
+    assert len(s["candidates"]) == 3
+    page.keyboard.press("3")
+    assert state(page)["chosen"] == 2
+    page.keyboard.press("Escape")
+    assert state(page)["prompt"] == {"points": [], "box": None} and not state(page)["hasMask"]
+
+    # Segment everything: accept one proposal, reject one, reject the rest at once.
+    page.click("#segment-everything")
+    page.wait_for_function("window.maskwright.state.annotator.proposals > 2", timeout=90000)
+    n = state(page)["proposals"]
+    page.locator(".proposal .icon.ok").first.click()
+    page.locator(".proposal .icon.danger").first.click()
+    assert state(page)["proposals"] == n - 2
+    page.click("text=Reject all")
+    assert state(page)["proposals"] == 0
+    page.wait_for_function(
+        "window.maskwright.state.saves.pending === 0 && window.maskwright.state.annotator.instances[0].id"
+    )
+    anns = live_server.api("GET", f"/images/{image['id']}/annotations").json()
+    assert [a["source"] for a in anns] == ["auto"]
+
+    # The help overlay lists the shortcuts.
+    page.keyboard.press("?")
+    assert page.is_visible("#help")
+    assert "Ctrl+Z" in page.inner_text("#help")
+    page.keyboard.press("Escape")
+    assert page.is_hidden("#help")

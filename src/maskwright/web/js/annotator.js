@@ -10,7 +10,7 @@
 
 import { api, downloadBlob, imageUrl } from "./api.js";
 import { PromptHistory, isEmptyPrompt, predictBody, withBox, withPoint } from "./prompt.js";
-import { decodeRle, maskCanvas } from "./rle.js";
+import { decodeRle, hexToRgb, maskCanvas } from "./rle.js";
 import { STATUS_NAMES, h, isTyping, toast } from "./ui.js";
 import { Viewport } from "./viewport.js";
 
@@ -115,6 +115,8 @@ export class Annotator {
   }
 
   close() {
+    this.closed = true;
+    clearTimeout(this.embedTimer);
     window.removeEventListener("keydown", this.onKey);
     window.removeEventListener("keyup", this.onKeyUp);
     window.removeEventListener("resize", this.onResize);
@@ -141,10 +143,28 @@ export class Annotator {
           if (img && img.id === this.image.id) {
             this.image.embedding_status = img.embedding_status;
             this.renderHeader();
+            this.pollEmbedding();
           }
         })
         .catch(() => {}); // best effort: predict embeds on demand anyway
     }
+  }
+
+  /** Follow the embedding of the open image until it is ready (shown in the header). */
+  pollEmbedding() {
+    clearTimeout(this.embedTimer);
+    if (this.closed || !["queued", "computing"].includes(this.image.embedding_status)) return;
+    this.embedTimer = setTimeout(async () => {
+      try {
+        const img = await api("GET", `/images/${this.image.id}`);
+        if (this.closed) return;
+        this.image.embedding_status = img.embedding_status;
+        this.renderHeader();
+      } catch {
+        return;
+      }
+      this.pollEmbedding();
+    }, 1500);
   }
 
   async loadInstances() {
@@ -400,11 +420,16 @@ export class Annotator {
       this.strokePolygons(inst, color, (selected ? 3 : 1.5) * px, selected);
     }
     if (this.proposals) {
+      // Often 100+ proposals: their fills are composited once into one layer, not drawn one by one.
+      this.proposalLayer = this.proposalLayer || this.buildProposalLayer();
+      ctx.drawImage(this.proposalLayer, 0, 0);
       for (const p of this.proposals) {
-        if (p.done) continue;
-        const hot = p === this.hoverProposal;
-        this.drawMask(p, p.color, hot ? 150 : 70);
-        this.strokePolygons(p, p.color, (hot ? 3 : 1) * px, false);
+        if (!p.done) this.strokePolygons(p, p.color, px, false);
+      }
+      const hot = this.hoverProposal;
+      if (hot && !hot.done) {
+        this.drawMask(hot, hot.color, 160);
+        this.strokePolygons(hot, "#ffffff", 3 * px, false);
       }
     }
     const entry = this.history.current;
@@ -447,6 +472,27 @@ export class Annotator {
       obj._fillKey = key;
     }
     this.ctx.drawImage(obj._fill, 0, 0);
+  }
+
+  /** One image-sized canvas with every open proposal filled (largest first, so small ones stay visible). */
+  buildProposalLayer() {
+    const w = this.img.naturalWidth;
+    const hgt = this.img.naturalHeight;
+    const data = new ImageData(w, hgt);
+    const px = new Uint32Array(data.data.buffer);
+    const open = this.proposals.filter((p) => !p.done).sort((a, b) => b.area - a.area);
+    for (const p of open) {
+      p._decoded = p._decoded || decodeRle(p.rle);
+      const [r, g, b] = hexToRgb(p.color);
+      const value = ((80 << 24) | (b << 16) | (g << 8) | r) >>> 0; // little-endian RGBA
+      const mask = p._decoded.mask;
+      for (let i = 0; i < mask.length; i++) if (mask[i]) px[i] = value;
+    }
+    const layer = document.createElement("canvas");
+    layer.width = w;
+    layer.height = hgt;
+    layer.getContext("2d").putImageData(data, 0, 0);
+    return layer;
   }
 
   strokePolygons(obj, color, width, dashed) {
@@ -702,7 +748,10 @@ export class Annotator {
     const body = { label_id: fields.label_id, rle: fields.rle, source: fields.source, polygons: fields.polygons };
     if (fields.score != null) body.score = fields.score;
     this.app.saveQueue.create(inst.localId, this.image.id, body);
-    if (this.image.status === "new") this.setStatus("in_progress");
+    if (this.image.status === "new") {
+      this.image.status = "in_progress"; // at once, so a burst of accepts sends one PATCH
+      this.setStatus("in_progress");
+    }
     this.renderInstances();
     this.requestRender();
     this.exposeState();
@@ -801,6 +850,8 @@ export class Annotator {
     try {
       const res = await api("POST", `/projects/${this.project.id}/automask`, { image_id: this.image.id });
       this.proposals = res.proposals.map((p, k) => ({ ...p, color: PROPOSAL_COLORS[k % PROPOSAL_COLORS.length], done: false }));
+      this.proposalLayer = null;
+      if (!this.proposals.length) this.proposals = null;
       this.log("automask", { data: { proposals: this.proposals.length } });
       toast(`${this.proposals.length} proposals: accept or reject them on the right`);
     } catch (err) {
@@ -816,30 +867,34 @@ export class Annotator {
     this.exposeState();
   }
 
-  acceptProposal(p) {
+  acceptProposal(p, batch = false) {
     if (this.labelId == null) return toast("Add a label to the project first", "error");
     p.done = true;
     this.addInstance({ label_id: this.labelId, rle: p.rle, polygons: p.polygons, bbox: p.bbox, area: p.area, source: "auto", score: p.predicted_iou }, p);
     this.log("accept_proposal", { label: this.labelId, score: p.predicted_iou });
-    this.finishProposal(p);
+    if (!batch) this.finishProposal(p);
   }
 
-  rejectProposal(p) {
+  rejectProposal(p, batch = false) {
     p.done = true;
     this.log("reject_proposal", { score: p.predicted_iou });
-    this.finishProposal(p);
+    if (!batch) this.finishProposal(p);
   }
 
   acceptAllProposals() {
-    for (const p of this.proposals.filter((q) => !q.done)) this.acceptProposal(p);
+    if (this.labelId == null) return toast("Add a label to the project first", "error");
+    for (const p of this.proposals.filter((q) => !q.done)) this.acceptProposal(p, true);
+    this.finishProposal(null);
   }
 
   rejectAllProposals() {
-    for (const p of this.proposals.filter((q) => !q.done)) this.rejectProposal(p);
+    for (const p of this.proposals.filter((q) => !q.done)) this.rejectProposal(p, true);
+    this.finishProposal(null);
   }
 
   finishProposal(p) {
-    if (this.hoverProposal === p) this.hoverProposal = null;
+    if (this.hoverProposal === p || this.hoverProposal?.done) this.hoverProposal = null;
+    this.proposalLayer = null;
     if (this.proposals.every((q) => q.done)) this.proposals = null;
     this.renderProposals();
     this.requestRender();
