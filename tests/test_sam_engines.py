@@ -429,7 +429,7 @@ def test_embedding_serialisation_round_trip_and_fp16(family, sam_engine, sam2_en
 
 def test_bf16_encoder_agrees_with_fp32(sam_dir, cache_dir, images, embeddings):
     """bf16 autocast encoding (the fast path on AMX CPUs) keeps masks (IoU >= 0.98 on the best mask)."""
-    engine = load_sam_engine(str(sam_dir), decoder="onnx", encoder_dtype="bfloat16")
+    engine = load_sam_engine(str(sam_dir), decoder="torch", encoder_dtype="bfloat16")
     size = SIZES[0]
     emb16 = engine.embed(images[size])
     emb32 = embeddings[("sam", size)]
