@@ -1,0 +1,301 @@
+"""Segment-everything for the weight-free ``classic`` family: a hierarchy of merged superpixels.
+
+A click of the classic engine costs a geodesic distance transform, so a 32x32 grid of clicks is far too
+slow on a CPU. Instead, at a reduced working size:
+
+1. over-segment the image into superpixels (SLIC on Lab colour);
+2. build the region adjacency graph, each edge carrying the length of the shared boundary and the summed
+   edge strength (Lab gradient) along it;
+3. merge greedily, always the pair with the weakest link (mean boundary edge strength plus colour
+   distance, discounted for small regions so specks go first); every merge creates a node of a binary
+   tree, born at the merge *level* (levels are made monotone, so the tree is a proper hierarchy);
+4. every node of the tree is a candidate mask.
+
+Scores use the same ``[0, 1]`` scales as SAM so the generator's filters apply unchanged:
+
+* predicted IoU proxy: how much stronger the region's outer boundary is than the edges inside it, and
+  how much its colour differs from its neighbours' (a logistic of both);
+* stability proxy, the analogue of SAM's IoU between masks at logit ``+offset`` and ``-offset``: the
+  IoU between the region that contains this node slightly *above* its level and the part of it that
+  exists slightly *below* (regions that survive a wide band of merge levels score 1).
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy import ndimage
+from skimage.segmentation import slic
+
+from maskwright.automask.generator import Proposals
+
+WORK_SIDE = 320  # longest side of the working resolution, pixels
+N_SUPERPIXELS = 400  # SLIC target count
+COLOUR_SCALE = 25.0  # Lab distance that weighs as much as a full-strength edge
+SMALL_REGION_FRACTION = 0.01  # regions under this fraction of the image have their links discounted
+LEVEL_BAND = 0.08  # half-width of the band of merge levels for stability, per unit of offset
+MIN_AREA_FRACTION = 0.002  # candidates smaller than this fraction of the image are not proposed
+MAX_AREA_FRACTION = 0.95  # nor larger than this (the whole image is not an object)
+
+
+@dataclass
+class RegionTree:
+    """A binary merge tree over superpixels; nodes ``0 .. n_leaves - 1`` are the superpixels.
+
+    ``children[k]`` is ``(-1, -1)`` for leaves; ``level[k]`` is the merge level at which node ``k`` was
+    born (0 for leaves) and ``parent[k]`` is -1 for the root(s).
+    """
+
+    labels: np.ndarray  # (h, w) int32 superpixel id per pixel
+    children: np.ndarray  # (n_nodes, 2) int64
+    parent: np.ndarray  # (n_nodes,) int64
+    level: np.ndarray  # (n_nodes,) float64
+    area: np.ndarray  # (n_nodes,) float64 pixels
+    boundary_edge: np.ndarray  # (n_nodes,) mean edge strength along the node's outer boundary
+    inner_edge: np.ndarray  # (n_nodes,) mean edge strength along superpixel borders inside the node
+    colour_contrast: np.ndarray  # (n_nodes,) Lab distance to the boundary-weighted mean of its neighbours
+
+    @property
+    def n_leaves(self) -> int:
+        return int(self.labels.max()) + 1
+
+    def leaves_of(self, node: int) -> list[int]:
+        out, stack = [], [node]
+        while stack:
+            k = stack.pop()
+            a, b = self.children[k]
+            if a < 0:
+                out.append(k)
+            else:
+                stack.extend((a, b))
+        return out
+
+
+def edge_strength(lab: np.ndarray) -> np.ndarray:
+    """``(h, w)`` edge strength in ``[0, 1]`` of a float Lab image: Sobel magnitude at two scales."""
+    total = np.zeros(lab.shape[:2], np.float32)
+    for sigma in (1.0, 2.0):
+        blur = cv2.GaussianBlur(lab, (0, 0), sigma)
+        gx = cv2.Sobel(blur, cv2.CV_32F, 1, 0, ksize=3)
+        gy = cv2.Sobel(blur, cv2.CV_32F, 0, 1, ksize=3)
+        total += np.sqrt((gx**2 + gy**2).sum(axis=2))
+    return np.clip(total / (np.percentile(total, 99) + 1e-6), 0, 1)
+
+
+def adjacency(labels: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs of 4-adjacent labels with their shared boundary length and summed edge strength.
+
+    Returns ``(pairs (M, 2) with pairs[:, 0] < pairs[:, 1], lengths (M,), edge_sums (M,))``.
+    """
+    n = int(labels.max()) + 1
+    a = np.concatenate([labels[:, :-1].ravel(), labels[:-1, :].ravel()]).astype(np.int64)
+    b = np.concatenate([labels[:, 1:].ravel(), labels[1:, :].ravel()]).astype(np.int64)
+    e = np.concatenate(
+        [np.maximum(edges[:, :-1], edges[:, 1:]).ravel(), np.maximum(edges[:-1, :], edges[1:, :]).ravel()]
+    )
+    differ = a != b
+    lo, hi, e = np.minimum(a, b)[differ], np.maximum(a, b)[differ], e[differ]
+    keys, inverse = np.unique(lo * n + hi, return_inverse=True)
+    lengths = np.bincount(inverse).astype(np.float64)
+    sums = np.bincount(inverse, weights=e).astype(np.float64)
+    return np.stack([keys // n, keys % n], axis=1), lengths, sums
+
+
+def build_region_tree(lab: np.ndarray, labels: np.ndarray, edges: np.ndarray) -> RegionTree:
+    """Greedy pairwise merging of the regions of ``labels`` into a binary tree (see module docstring).
+
+    Args:
+        lab: ``(h, w, 3)`` float Lab image; labels: ``(h, w)`` superpixel ids ``0 .. n - 1`` (all present);
+        edges: ``(h, w)`` edge strength in ``[0, 1]``.
+    """
+    n = int(labels.max()) + 1
+    total_area = float(labels.size)
+    flat = labels.ravel()
+    n_nodes = 2 * n - 1
+    areas = np.zeros(n_nodes, np.float64)
+    areas[:n] = np.bincount(flat, minlength=n)
+    colours = np.zeros((n_nodes, 3), np.float64)  # Lab sums
+    for c in range(3):
+        colours[:n, c] = np.bincount(flat, weights=lab[..., c].ravel(), minlength=n)
+    children = np.full((n_nodes, 2), -1, np.int64)
+    parent = np.full(n_nodes, -1, np.int64)
+    level = np.zeros(n_nodes, np.float64)
+    inner_len = np.zeros(n_nodes, np.float64)
+    inner_sum = np.zeros(n_nodes, np.float64)
+    boundary_edge = np.zeros(n_nodes, np.float64)
+    colour_contrast = np.zeros(n_nodes, np.float64)
+    # neighbours[k] = {j: [shared boundary length, summed edge strength]}
+    neighbours: list[dict[int, list[float]]] = [{} for _ in range(n_nodes)]
+    pairs, lengths, sums = adjacency(labels, edges)
+    for (i, j), length, s in zip(pairs.tolist(), lengths.tolist(), sums.tolist()):
+        neighbours[i][j] = [length, s]
+        neighbours[j][i] = [length, s]
+
+    def mean_colour(k: int) -> np.ndarray:
+        return colours[k] / areas[k]
+
+    def describe_boundary(k: int) -> None:
+        # The outer boundary of k at its birth (its neighbours merge further later; that is fine: the
+        # boundary as a set of pixels does not change until k itself is merged).
+        nbs = neighbours[k]
+        length = sum(e[0] for e in nbs.values())
+        if length == 0:
+            return
+        boundary_edge[k] = sum(e[1] for e in nbs.values()) / length
+        ring = sum(e[0] * mean_colour(nb) for nb, e in nbs.items()) / length
+        colour_contrast[k] = float(np.linalg.norm(mean_colour(k) - ring))
+
+    def weight(i: int, j: int) -> float:
+        length, s = neighbours[i][j]
+        colour_dist = float(np.linalg.norm(mean_colour(i) - mean_colour(j))) / COLOUR_SCALE
+        small = min(areas[i], areas[j]) / (SMALL_REGION_FRACTION * total_area)
+        return (s / length + colour_dist) * min(1.0, small) ** 0.5
+
+    for k in range(n):
+        describe_boundary(k)
+    heap = [(weight(i, j), i, j) for i, j in pairs.tolist()]
+    heapq.heapify(heap)
+    alive = np.zeros(n_nodes, bool)
+    alive[:n] = True
+    k = n
+    while heap:
+        w, i, j = heapq.heappop(heap)
+        if not (alive[i] and alive[j]):
+            continue  # a stale link: one end was merged already
+        alive[i] = alive[j] = False
+        alive[k] = True
+        children[k] = (i, j)
+        parent[i] = parent[j] = k
+        level[k] = max(w, level[i], level[j])  # monotone levels make the tree a proper hierarchy
+        areas[k] = areas[i] + areas[j]
+        colours[k] = colours[i] + colours[j]
+        shared_len, shared_sum = neighbours[i][j]
+        inner_len[k] = inner_len[i] + inner_len[j] + shared_len
+        inner_sum[k] = inner_sum[i] + inner_sum[j] + shared_sum
+        merged: dict[int, list[float]] = {}
+        for src in (i, j):
+            for nb, (length, s) in neighbours[src].items():
+                if nb in (i, j):
+                    continue
+                entry = merged.setdefault(nb, [0.0, 0.0])
+                entry[0] += length
+                entry[1] += s
+                del neighbours[nb][src]
+            neighbours[src] = {}
+        neighbours[k] = merged
+        for nb, entry in merged.items():
+            neighbours[nb][k] = entry
+            heapq.heappush(heap, (weight(k, nb), k, nb))
+        describe_boundary(k)
+        k += 1
+    used = slice(0, k)
+    inner_edge = np.where(inner_len > 0, inner_sum / np.maximum(inner_len, 1), 0.0)
+    return RegionTree(
+        labels=labels,
+        children=children[used],
+        parent=parent[used],
+        level=level[used],
+        area=areas[used],
+        boundary_edge=boundary_edge[used],
+        inner_edge=inner_edge[used],
+        colour_contrast=colour_contrast[used],
+    )
+
+
+def stability_scores(tree: RegionTree, band: float) -> np.ndarray:
+    """Stability proxy per node: IoU between the region containing the node at ``t + band`` and the
+    part of it alive at ``t - band``, where ``t`` is the middle of the node's life ``[birth, death)``.
+
+    Both are nested in each other, so the IoU is an area ratio; the part below is found by following the
+    larger child, the region above by climbing to the last ancestor born at or under ``t + band``.
+    """
+    n_nodes = len(tree.level)
+    top = tree.level.max() if n_nodes else 0.0
+    death = np.where(tree.parent >= 0, tree.level[np.maximum(tree.parent, 0)], top + 2 * band)
+    out = np.ones(n_nodes, np.float32)
+    for k in range(n_nodes):
+        t = 0.5 * (tree.level[k] + death[k])
+        above = k
+        while tree.parent[above] >= 0 and tree.level[tree.parent[above]] <= t + band:
+            above = tree.parent[above]
+        below = k
+        while tree.children[below, 0] >= 0 and tree.level[below] > t - band:
+            a, b = tree.children[below]
+            below = a if tree.area[a] >= tree.area[b] else b
+        out[k] = tree.area[below] / tree.area[above]
+    return out
+
+
+def predicted_iou_proxy(tree: RegionTree) -> np.ndarray:
+    """Objectness of each node in ``[0, 1]``: outer boundary stronger than inner edges, distinct colour."""
+    contrast = tree.boundary_edge - tree.inner_edge
+    colour = tree.colour_contrast / COLOUR_SCALE
+    return (1.0 / (1.0 + np.exp(-(6.0 * contrast + 2.0 * colour - 1.0)))).astype(np.float32)
+
+
+def representative_points(labels: np.ndarray) -> np.ndarray:
+    """``(n, 2)`` XY per superpixel: its pixel farthest from any superpixel border (inside it)."""
+    n = int(labels.max()) + 1
+    border = np.zeros(labels.shape, bool)
+    border[:, 1:] |= labels[:, 1:] != labels[:, :-1]
+    border[1:, :] |= labels[1:, :] != labels[:-1, :]
+    dist = ndimage.distance_transform_edt(~border)
+    flat = labels.ravel()
+    order = np.lexsort((-dist.ravel(), flat))  # by label, then by decreasing distance
+    first = order[np.searchsorted(flat[order], np.arange(n))]
+    ys, xs = np.unravel_index(first, labels.shape)
+    return np.stack([xs, ys], axis=1).astype(np.float32)
+
+
+def superpixels(small_rgb: np.ndarray) -> np.ndarray:
+    """SLIC superpixels with consecutive ids ``0 .. n - 1``."""
+    labels = slic(small_rgb, n_segments=N_SUPERPIXELS, compactness=10.0, start_label=0, convert2lab=True)
+    _, labels = np.unique(labels, return_inverse=True)
+    return labels.reshape(small_rgb.shape[:2]).astype(np.int32)
+
+
+def propose_regions(image: np.ndarray, stability_offset: float = 1.0, work_side: int = WORK_SIDE) -> Proposals:
+    """Candidate regions of an HxWx3 uint8 RGB image (a crop) as :class:`Proposals` at its size.
+
+    Args:
+        image: the crop, HxWx3 uint8 RGB.
+        stability_offset: scales the band of merge levels of the stability proxy (SAM's logit offset).
+        work_side: longest side of the working resolution in pixels.
+    """
+    h, w = image.shape[:2]
+    scale = min(1.0, work_side / max(h, w))
+    sw, sh = max(2, round(w * scale)), max(2, round(h * scale))
+    small = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA) if scale < 1 else image
+    lab = cv2.cvtColor(small.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
+    labels = superpixels(small)
+    tree = build_region_tree(lab, labels, edge_strength(lab))
+
+    frac = tree.area / labels.size
+    candidate = np.flatnonzero((frac >= MIN_AREA_FRACTION) & (frac <= MAX_AREA_FRACTION))
+    iou = predicted_iou_proxy(tree)[candidate]
+    stab = stability_scores(tree, LEVEL_BAND * stability_offset)[candidate]
+    leaf_points = representative_points(labels)
+    main_leaf = np.empty(len(candidate), np.int64)
+    for n_, k in enumerate(candidate):
+        while tree.children[k, 0] >= 0:
+            a, b = tree.children[k]
+            k = a if tree.area[a] >= tree.area[b] else b
+        main_leaf[n_] = k
+    points = (leaf_points[main_leaf] + 0.5) * np.array([w / sw, h / sh], np.float32)
+    points = np.minimum(points, np.array([w - 1, h - 1], np.float32))
+
+    def masks(indices: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(indices), h, w), bool)
+        for n_, i in enumerate(indices):
+            member = np.zeros(tree.n_leaves, np.float32)
+            member[tree.leaves_of(int(candidate[i]))] = 1.0
+            soft = member[labels]
+            if scale < 1:
+                soft = cv2.resize(soft, (w, h), interpolation=cv2.INTER_LINEAR)
+            out[n_] = soft > 0.5
+        return out
+
+    return Proposals(iou, stab, points.astype(np.float32), masks)
