@@ -167,6 +167,7 @@ ENCODER_LOOP = """
 import os, sys, torch
 from transformers import AutoModel
 os.nice(int(sys.argv[2]))
+torch.set_num_threads(int(sys.argv[3]))
 model = AutoModel.from_pretrained(sys.argv[1]).eval()
 x = torch.randn(1, 3, 1024, 1024)
 print("ready", flush=True)
@@ -242,11 +243,17 @@ def bench_model(kind: str, workdir: Path, repeats: int, clicks: int) -> dict:
         f"decode_batch ({engine.batch_threads} threads)": round(batch * 1000 / len(grid), 1),
     }
 
-    # A second process encodes in a loop (torch default threads) while we click; then the same with the
-    # encoder process at nice 10, as a server's embedding worker can run.
+    # A second process encodes in a loop (torch default threads = all cores) while we click; then with the
+    # encoder at nice 10, and with the encoder capped at cores - 1 threads (as maskwright's server does).
     prompt = prompts_for(h, w)["1 click"]
-    for label, nice in (("predict_during_encode", 0), ("predict_during_encode_nice10", 10)):
-        cmd = [sys.executable, "-c", ENCODER_LOOP, str(model_dir), str(nice)]
+    cores = os.cpu_count() or 1
+    variants = (
+        ("predict_during_encode", 0, cores),
+        ("predict_during_encode_nice10", 10, cores),
+        (f"predict_during_encode_{max(1, cores - 1)}_thread", 0, max(1, cores - 1)),
+    )
+    for label, nice, threads in variants:
+        cmd = [sys.executable, "-c", ENCODER_LOOP, str(model_dir), str(nice), str(threads)]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         try:
             proc.stdout.readline()
