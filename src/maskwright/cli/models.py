@@ -42,7 +42,8 @@ def register(app: typer.Typer) -> None:
         console.print(table)
         console.print(
             "encoder seconds: fp32 on a 2-core x86_64 VM; 'measured' = measured in this project "
-            "(docs/benchmarks.md), 'estimate' = scaled from model size. bf16 (AMX CPUs) is ~2x faster. "
+            "(docs/benchmarks.md), 'estimate' = scaled from model size; memory is always an estimate. "
+            "bf16 encoding (CPUs with AVX512-BF16 / AMX, the default there) is ~2x faster. "
             f"Hugging Face cache: {hub.hf_cache_dir()}"
         )
 
