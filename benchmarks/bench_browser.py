@@ -111,7 +111,7 @@ def main() -> None:
             page.goto(f"{base}/#/login")
             page.evaluate(f"localStorage.setItem('maskwright.token', '{token}')")
             page.goto(f"{base}/#/images/{image['id']}")
-            page.wait_for_function("window.maskwright.state.annotator && window.maskwright.state.annotator.width > 0")
+            page.wait_for_function("window.maskwright.state.annotator && window.maskwright.state.annotator.ready")
             # One warm-up click (JIT, first canvas allocations), not counted.
             for k, i in enumerate([picks[0], *picks]):
                 page.keyboard.press("Escape")

@@ -18,7 +18,7 @@ from maskwright.masks import rle_decode
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-READY = "window.maskwright.state.annotator && window.maskwright.state.annotator.width > 0"
+READY = "window.maskwright.state.annotator && window.maskwright.state.annotator.ready"
 
 
 def pick_sample(grabcut: list, stem: str = "grave") -> tuple[Path, Path]:
@@ -343,3 +343,67 @@ def test_view_box_proposals_and_help(page, live_server, grabcut):
     assert "Ctrl+Z" in page.inner_text("#help")
     page.keyboard.press("Escape")
     assert page.is_hidden("#help")
+
+
+def test_drop_upload_navigation_and_instance_list(page, live_server, grabcut):
+    import base64
+
+    photos = [pick_sample(grabcut, "teddy")[0], pick_sample(grabcut, "86016")[0]]
+    project = live_server.api(
+        "POST", "/projects", json={"name": "Drop", "labels": [{"name": "x", "color": "#3cb44b"}]}
+    ).json()
+    login_with_token(page, live_server)
+    page.goto(f"{live_server.base_url}/#/projects/{project['id']}")
+    page.wait_for_selector("#dropzone")
+
+    # Drag and drop two photos onto the page.
+    files = [[p.name, base64.b64encode(p.read_bytes()).decode(), "image/jpeg"] for p in photos]
+    data_transfer = page.evaluate_handle(
+        """(files) => {
+            const dt = new DataTransfer();
+            for (const [name, b64, type] of files) {
+                const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+                dt.items.add(new File([bytes], name, { type }));
+            }
+            return dt;
+        }""",
+        files,
+    )
+    page.dispatch_event("#dropzone", "drop", {"dataTransfer": data_transfer})
+    page.wait_for_function("document.querySelectorAll('.tile').length === 2")
+    images = live_server.api("GET", f"/projects/{project['id']}/images").json()["items"]
+    assert sorted(i["file_name"] for i in images) == sorted(p.name for p in photos)
+
+    # Open the first; the next one is asked to embed ahead; N and P move between them.
+    first, second = images
+    page.click(f".tile[data-image-id='{first['id']}']")
+    page.wait_for_function(READY + f" && window.maskwright.state.annotator.imageId === {first['id']}")
+    for _ in range(50):
+        if live_server.api("GET", f"/images/{second['id']}").json()["embedding_status"] != "none":
+            break
+        page.wait_for_timeout(200)
+    assert live_server.api("GET", f"/images/{second['id']}").json()["embedding_status"] != "none"
+    page.keyboard.press("n")
+    page.wait_for_function(READY + f" && window.maskwright.state.annotator.imageId === {second['id']}")
+    assert page.url.endswith(f"#/images/{second['id']}")
+    page.keyboard.press("p")
+    page.wait_for_function(READY + f" && window.maskwright.state.annotator.imageId === {first['id']}")
+
+    # Instance list: accept two, hide one, delete the other (deleted on the server at once).
+    for x, y in [(first["width"] // 2, first["height"] // 2), (5, 5)]:
+        click_image(page, x, y)
+        wait_mask(page, 1)
+        page.keyboard.press("Enter")
+    page.wait_for_function(
+        "window.maskwright.state.annotator.instances.length === 2 && window.maskwright.state.saves.pending === 0"
+        " && window.maskwright.state.annotator.instances.every(i => i.id)"
+    )
+    page.locator(".instance button[title='Hide']").first.click()
+    assert [i["hidden"] for i in state(page)["instances"]] == [True, False]
+    page.locator(".instance .inst-name").nth(1).click()
+    page.keyboard.press("Delete")
+    page.wait_for_function(
+        "window.maskwright.state.annotator.instances.length === 1 && window.maskwright.state.saves.pending === 0"
+    )
+    kept = state(page)["instances"][0]["id"]
+    assert [a["id"] for a in live_server.api("GET", f"/images/{first['id']}/annotations").json()] == [kept]

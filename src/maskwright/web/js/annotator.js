@@ -105,12 +105,13 @@ export class Annotator {
     await this.img.decode();
     this.resize();
     this.fit();
-    await this.loadInstances();
-    this.app.state.annotator = this;
-    this.exposeState();
     window.addEventListener("keydown", this.onKey);
     window.addEventListener("keyup", this.onKeyUp);
     window.addEventListener("resize", this.onResize);
+    await this.loadInstances();
+    this.ready = true;
+    this.app.state.annotator = this;
+    this.exposeState();
     this.requestRender();
   }
 
@@ -392,6 +393,7 @@ export class Annotator {
     requestAnimationFrame(() => {
       this.frameQueued = false;
       this.draw();
+      this.exposeState();
       const callbacks = this.afterDraw;
       this.afterDraw = [];
       for (const fn of callbacks) fn();
@@ -551,6 +553,7 @@ export class Annotator {
   }
 
   onPointerDown(e) {
+    if (!this.ready) return;
     this.canvas.setPointerCapture(e.pointerId);
     if (e.button === 1 || (e.button === 0 && this.spaceDown)) {
       e.preventDefault();
@@ -804,12 +807,14 @@ export class Annotator {
     inst.hidden = !inst.hidden;
     this.renderInstances();
     this.requestRender();
+    this.exposeState();
   }
 
   selectInstance(localId) {
     this.selectedInstance = this.selectedInstance === localId ? null : localId;
     this.renderInstances();
     this.requestRender();
+    this.exposeState();
   }
 
   selectInstanceAt(ix, iy) {
@@ -923,7 +928,7 @@ export class Annotator {
 
   // ---------------------------------------------------------------- keys
   onKey(e) {
-    if (isTyping(e) || this.app.helpOpen()) return;
+    if (!this.ready || this.closed || isTyping(e) || this.app.helpOpen()) return;
     const ctrl = e.ctrlKey || e.metaKey;
     if (ctrl && (e.key === "z" || e.key === "Z")) {
       e.preventDefault();
@@ -1014,6 +1019,7 @@ export class Annotator {
     const entry = this.history.current;
     const cand = entry.response?.candidates[entry.chosen] || null;
     return {
+      ready: !!this.ready,
       imageId: this.image.id,
       projectId: this.project.id,
       width: this.img?.naturalWidth,
@@ -1025,6 +1031,7 @@ export class Annotator {
       chosen: entry.chosen,
       canUndo: this.history.canUndo(),
       canRedo: this.history.canRedo(),
+      selectedInstance: this.selectedInstance,
       instances: this.instances.map((x) => ({ localId: x.localId, id: x.id, version: x.version, label_id: x.label_id, area: x.area, source: x.source, hidden: x.hidden })),
       proposals: this.proposals ? this.proposals.filter((p) => !p.done).length : 0,
       view: { scale: this.view.scale, ox: this.view.ox, oy: this.view.oy },
