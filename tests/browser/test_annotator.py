@@ -110,6 +110,8 @@ def test_annotate_end_to_end(page, live_server, grabcut):
     s = state(page)
     assert (s["height"], s["width"]) == gt.shape
     assert page.evaluate("window.maskwright.state.engine") == "classic"
+    assert "classic" in page.inner_text("#engine")
+    assert page.is_hidden("#fallback-banner")  # classic was asked for by name: not a fallback
 
     # Positive click deep inside the object: a mask is drawn and covers the click.
     x, y = deepest_point(gt & ~ignore)
@@ -407,3 +409,52 @@ def test_drop_upload_navigation_and_instance_list(page, live_server, grabcut):
     )
     kept = state(page)["instances"][0]["id"]
     assert [a["id"] for a in live_server.api("GET", f"/images/{first['id']}/annotations").json()] == [kept]
+
+
+def test_newer_click_supersedes_a_slow_response(page, live_server, grabcut):
+    pair = pick_sample(grabcut, "flower")
+    _, image = new_project_with_image(live_server, "Stale", pair[0])
+    # The fallback banner follows /api/health (here answered as if no SAM weights were found).
+    page.route(
+        "**/api/health",
+        lambda route: route.fulfill(
+            json={
+                "status": "ok",
+                "version": "t",
+                "engine": "classic",
+                "engine_is_fallback": True,
+                "engine_note": "no weights",
+            }
+        ),
+    )
+    login_with_token(page, live_server)
+    page.goto(f"{live_server.base_url}/#/images/{image['id']}")
+    page.wait_for_function(READY)
+    page.wait_for_selector("#fallback-banner:not([hidden])")
+    assert "classic" in page.inner_text("#fallback-banner")
+
+    # The answer to the first click is held back 1.5 s by the network; the second click's answer comes first.
+    page.evaluate(
+        """() => {
+            const realFetch = window.fetch;
+            let predicts = 0;
+            window.fetch = async (...args) => {
+                const res = await realFetch(...args);
+                const first = String(args[0]).endsWith('/predict') && predicts++ === 0;
+                if (first) await new Promise((r) => setTimeout(r, 1500));
+                return res;
+            };
+        }"""
+    )
+    w, hgt = image["width"], image["height"]
+    click_image(page, w // 2, hgt // 2)
+    click_image(page, w // 2 + 10, hgt // 2)
+    wait_mask(page, 2)
+    page.wait_for_timeout(2000)  # the late answer to the first click arrives meanwhile
+    s = state(page)
+    assert len(s["prompt"]["points"]) == 2
+    assert len(s["candidates"]) == 1  # the two-point answer (single mask), not the first click's three
+    assert len(page.evaluate("window.maskwright.metrics().clicks")) == 1  # the stale answer was never drawn
+    # Undo shows the first click's answer, kept for it when it arrived late.
+    page.keyboard.press("Control+z")
+    assert len(state(page)["candidates"]) == 3
