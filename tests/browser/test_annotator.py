@@ -458,3 +458,26 @@ def test_newer_click_supersedes_a_slow_response(page, live_server, grabcut):
     # Undo shows the first click's answer, kept for it when it arrived late.
     page.keyboard.press("Control+z")
     assert len(state(page)["candidates"]) == 3
+
+    # A mask handle the server no longer knows (restart, eviction): the click still gets its mask.
+    page.keyboard.press("Escape")
+    page.evaluate(
+        """() => {
+            const realFetch = window.fetch;
+            window.fetch = (url, init) => {
+                if (String(url).endsWith('/predict')) {
+                    window.predictCalls = (window.predictCalls || 0) + 1;
+                    const body = JSON.parse(init.body);
+                    if (body.mask_handle) body.mask_handle = 'forgotten:0';
+                    init = { ...init, body: JSON.stringify(body) };
+                }
+                return realFetch(url, init);
+            };
+        }"""
+    )
+    click_image(page, w // 2, hgt // 2)
+    wait_mask(page, 1)
+    click_image(page, w // 2 + 10, hgt // 2)
+    wait_mask(page, 2)
+    assert covers(page, w // 2 + 10, hgt // 2)
+    assert page.evaluate("window.predictCalls") == 3  # two clicks, and the second sent again without the handle

@@ -647,6 +647,10 @@ export class Annotator {
       res = await api("POST", `/images/${this.image.id}/predict`, predictBody(entry.prompt, maskHandle));
     } catch (err) {
       entry.pending = false;
+      // The server forgot the previous mask (restart, LRU): the prompt alone still works.
+      if (maskHandle && err.status >= 400 && err.status < 500 && /mask_handle/.test(err.message)) {
+        return this.predict(entry, null);
+      }
       if (entry.stale || entry !== this.history.current) return;
       entry.error = err.message;
       toast(`Segmentation failed: ${err.message}`, "error");
