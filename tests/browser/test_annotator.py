@@ -120,8 +120,13 @@ def test_annotate_end_to_end(page, live_server, grabcut):
     assert covers(page, x, y)
     mask = current_mask(page)
     assert mask[y, x]
-    # The JS decoder of the compressed RLE agrees with pycocotools.
+    # The JS decoder of the compressed RLE agrees with pycocotools, pixel for pixel.
     assert page.evaluate("window.maskwright.app.annotator.decodedArea()") == int(mask.sum())
+    js_mask = page.evaluate(
+        "(rle) => import('/js/rle.js').then((m) => Array.from(m.decodeRle(rle).mask).join(''))",
+        page.evaluate("window.maskwright.app.annotator.currentRle()"),
+    )
+    assert js_mask == "".join("1" if v else "0" for v in mask.ravel())
     # The canvas shows the mask: a pixel inside it, away from the click marker, is tinted with the label colour.
     page.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
     mx, my = deepest_point(mask, away_from=(x, y), radius=15)

@@ -46,9 +46,16 @@ export function decodeRle(rle) {
   for (let r = 0; r < counts.length; r++) {
     const n = counts[r];
     if (r % 2 === 1) {
-      for (let j = i; j < i + n; j++) {
-        const x = (j / h) | 0;
-        mask[(j - x * h) * w + x] = 1;
+      // Walk the run one column segment at a time (no division per pixel).
+      let x = (i / h) | 0;
+      let y = i - x * h;
+      let left = n;
+      while (left > 0 && x < w) {
+        const len = Math.min(left, h - y);
+        for (let k = y * w + x, end = (y + len) * w + x; k < end; k += w) mask[k] = 1;
+        left -= len;
+        x += 1;
+        y = 0;
       }
     }
     i += n;
