@@ -291,7 +291,12 @@ class SamFamilyEngine(Engine):
         return results
 
     def _tokens(self, prompt: Prompt, original_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        """Sparse tokens of a prompt: (T, 2) XY in the model input frame and (T,) float labels."""
+        """Sparse tokens of a prompt: (T, 2) XY in the model input frame and (T,) float labels.
+
+        Points, then box corners (labels 2, 3), then a padding point (label -1) when there is no box (SAM)
+        or always (SAM 2), as the original predictors do. A prompt of only ``mask_input`` gets the padding
+        point too (the original SAM would use no sparse token; SAM's ONNX example does the same as here).
+        """
         coords, labels = [], []
         if prompt.point_coords is not None:
             coords.append(self._transform_coords(prompt.point_coords, original_size))
