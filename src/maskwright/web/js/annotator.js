@@ -532,6 +532,9 @@ export class Annotator {
       this.view.zoomAt(e.clientX - r.left, e.clientY - r.top, Math.exp(-e.deltaY * 0.0015));
       this.requestRender();
     }, { passive: false });
+    c.addEventListener("mousedown", (e) => {
+      if (e.button === 1) e.preventDefault(); // no autoscroll: the middle button pans
+    });
     c.addEventListener("pointerdown", (e) => this.onPointerDown(e));
     c.addEventListener("pointermove", (e) => this.onPointerMove(e));
     c.addEventListener("pointerup", (e) => this.onPointerUp(e));
@@ -965,6 +968,7 @@ export class Annotator {
         this.clearPrompt();
         break;
       case " ":
+        if (document.activeElement instanceof HTMLButtonElement) document.activeElement.blur();
         this.spaceDown = true;
         this.canvas.classList.add("pan-ready");
         break;
