@@ -281,7 +281,7 @@ def test_conflict_is_shown_with_reload(page, live_server, grabcut):
     assert page.is_hidden("#conflict")
 
 
-def test_view_box_proposals_and_help(page, live_server, grabcut):
+def test_view_zoom_pan_box_and_help(page, live_server, grabcut):
     pair = pick_sample(grabcut, "sheep")
     project, image = new_project_with_image(live_server, "Views", pair[0])
     login_with_token(page, live_server)
@@ -329,9 +329,28 @@ def test_view_box_proposals_and_help(page, live_server, grabcut):
     page.keyboard.press("Escape")
     assert state(page)["prompt"] == {"points": [], "box": None} and not state(page)["hasMask"]
 
+    # The help overlay lists the shortcuts.
+    page.keyboard.press("?")
+    assert page.is_visible("#help")
+    assert "Ctrl+Z" in page.inner_text("#help")
+    page.keyboard.press("Escape")
+    assert page.is_hidden("#help")
+
+
+def test_segment_everything_proposals(page, live_server, grabcut):
+    pair = pick_sample(grabcut, "sheep")
+    _, image = new_project_with_image(live_server, "Proposals", pair[0])
+    login_with_token(page, live_server)
+    page.goto(f"{live_server.base_url}/#/images/{image['id']}")
+    page.wait_for_function(READY)
+
     # Segment everything: accept one proposal, reject one, reject the rest at once.
     page.click("#segment-everything")
-    page.wait_for_function("window.maskwright.state.annotator.proposals > 2", timeout=90000)
+    page.wait_for_function(
+        "window.maskwright.state.annotator.proposals > 0 || document.querySelector('#toast.error')", timeout=90000
+    )
+    assert not page.is_visible("#toast.error"), page.inner_text("#toast")
+    assert state(page)["proposals"] > 2
     n = state(page)["proposals"]
     page.locator(".proposal .icon.ok").first.click()
     page.locator(".proposal .icon.danger").first.click()
@@ -343,13 +362,6 @@ def test_view_box_proposals_and_help(page, live_server, grabcut):
     )
     anns = live_server.api("GET", f"/images/{image['id']}/annotations").json()
     assert [a["source"] for a in anns] == ["auto"]
-
-    # The help overlay lists the shortcuts.
-    page.keyboard.press("?")
-    assert page.is_visible("#help")
-    assert "Ctrl+Z" in page.inner_text("#help")
-    page.keyboard.press("Escape")
-    assert page.is_hidden("#help")
 
 
 def test_drop_upload_navigation_and_instance_list(page, live_server, grabcut):
