@@ -375,6 +375,13 @@ def test_drop_upload_navigation_and_instance_list(page, live_server, grabcut):
     page.goto(f"{live_server.base_url}/#/projects/{project['id']}")
     page.wait_for_selector("#dropzone")
 
+    # A label added to the existing project.
+    page.click("#add-project-label")
+    page.fill(".new-label-name", "y")
+    page.click(".inline-form button[type=submit]")
+    page.wait_for_selector(".chip:has-text('y')")
+    assert [lab["name"] for lab in live_server.api("GET", f"/projects/{project['id']}").json()["labels"]] == ["x", "y"]
+
     # Drag and drop two photos onto the page.
     files = [[p.name, base64.b64encode(p.read_bytes()).decode(), "image/jpeg"] for p in photos]
     data_transfer = page.evaluate_handle(

@@ -199,6 +199,8 @@ window.addEventListener("keydown", (e) => {
   }
 }, true);
 document.getElementById("help-button").addEventListener("click", () => toggleHelp());
+// A file dropped outside the drop zone must not make the browser leave the app to show it.
+for (const ev of ["dragover", "drop"]) window.addEventListener(ev, (e) => e.preventDefault());
 window.addEventListener("online", () => app.saveQueue.retryNow());
 window.addEventListener("beforeunload", (e) => {
   app.events.flush(true);

@@ -121,12 +121,12 @@ export async function renderProject(root, app, projectId) {
       grid.replaceChildren();
     }
     const q = filter.value ? `&status=${filter.value}` : "";
-    const page = await api("GET", `/projects/${projectId}/images?offset=${offset}&limit=60${q}`);
-    offset += page.items.length;
-    for (const img of page.items) grid.append(imageTile(img));
-    count.textContent = `${page.total} image${page.total === 1 ? "" : "s"}`;
-    more.hidden = offset >= page.total;
-    if (!page.total) grid.append(h("p", { class: "muted empty" }, "No images yet: drop photos here or choose files."));
+    const result = await api("GET", `/projects/${projectId}/images?offset=${offset}&limit=60${q}`);
+    offset += result.items.length;
+    for (const img of result.items) grid.append(imageTile(img));
+    count.textContent = `${result.total} image${result.total === 1 ? "" : "s"}`;
+    more.hidden = offset >= result.total;
+    if (!result.total) grid.append(h("p", { class: "muted empty" }, "No images yet: drop photos here or choose files."));
   };
 
   const picker = h("input", { type: "file", multiple: true, accept: "image/*", id: "file-picker", hidden: true, onchange: (e) => upload(e.target.files) });
@@ -159,36 +159,36 @@ export async function renderProject(root, app, projectId) {
     picker.value = "";
     await loadImages(true);
   };
-  for (const ev of ["dragenter", "dragover"]) {
-    root.addEventListener(ev, (e) => {
-      e.preventDefault();
-      dropzone.classList.add("over");
-    });
-  }
-  root.addEventListener("dragleave", (e) => {
-    if (e.target === dropzone || !root.contains(e.relatedTarget)) dropzone.classList.remove("over");
-  });
-  root.addEventListener("drop", (e) => {
-    e.preventDefault();
-    dropzone.classList.remove("over");
-    if (e.dataTransfer?.files?.length) upload(e.dataTransfer.files);
-  });
-
   const exportSelect = h(
     "select",
     { class: "export-format" },
     ...["coco", "coco-polygons", "yolo", "png-instance", "png-semantic"].map((f) => h("option", { value: f }, f)),
   );
-  root.replaceChildren(
-    h(
-      "div",
-      { class: "page" },
+  const page = h("div", { class: "page" });
+  // Listeners live on this page's element, so they go away with it (no duplicates on the next visit).
+  for (const ev of ["dragenter", "dragover"]) {
+    page.addEventListener(ev, (e) => {
+      e.preventDefault();
+      dropzone.classList.add("over");
+    });
+  }
+  page.addEventListener("dragleave", (e) => {
+    if (e.target === dropzone || !page.contains(e.relatedTarget)) dropzone.classList.remove("over");
+  });
+  page.addEventListener("drop", (e) => {
+    e.preventDefault();
+    dropzone.classList.remove("over");
+    if (e.dataTransfer?.files?.length) upload(e.dataTransfer.files);
+  });
+
+  page.append(
       h(
         "div",
         { class: "page-head" },
         h("a", { href: "#/projects", class: "btn ghost" }, "← Projects"),
         h("h1", {}, project.name),
         h("div", { class: "chips" }, ...project.labels.map((l) => h("span", { class: "chip" }, h("span", { class: "swatch", style: { background: l.color } }), l.name))),
+        addLabelForm(project, () => renderProject(root, app, projectId)),
         h("span", { class: "spacer" }),
         exportSelect,
         h("button", { class: "btn", id: "export", onclick: () => exportProject(project, exportSelect.value) }, "Export"),
@@ -196,10 +196,38 @@ export async function renderProject(root, app, projectId) {
       h("div", { class: "toolbar" }, dropzone, progress, h("span", { class: "spacer" }), count, filter),
       grid,
       more,
-    ),
   );
+  root.replaceChildren(page);
   await loadImages(true);
   app.publish();
+}
+
+/** A "+ Label" button that opens an inline name + colour form (POST /api/projects/{id}/labels). */
+function addLabelForm(project, onAdded) {
+  const name = h("input", { class: "new-label-name", placeholder: "label name", required: true, size: 12 });
+  const color = h("input", { type: "color", value: DEFAULT_COLORS[project.labels.length % DEFAULT_COLORS.length] });
+  const form = h(
+    "form",
+    {
+      class: "inline-form",
+      hidden: true,
+      onsubmit: async (e) => {
+        e.preventDefault();
+        try {
+          await api("POST", `/projects/${project.id}/labels`, { name: name.value.trim(), color: color.value });
+          toast(`Label "${name.value.trim()}" added`, "ok");
+          onAdded();
+        } catch (err) {
+          toast(`Could not add the label: ${err.message}`, "error");
+        }
+      },
+    },
+    color,
+    name,
+    h("button", { class: "btn small primary", type: "submit" }, "Add"),
+  );
+  const open = h("button", { class: "btn small ghost", id: "add-project-label", onclick: () => ((form.hidden = false), (open.hidden = true), name.focus()) }, "+ Label");
+  return h("span", { class: "inline-form-wrap" }, open, form);
 }
 
 function imageTile(img) {
