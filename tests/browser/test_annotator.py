@@ -505,3 +505,29 @@ def test_newer_click_supersedes_a_slow_response(page, live_server, grabcut):
     wait_mask(page, 2)
     assert covers(page, w // 2 + 10, hgt // 2)
     assert page.evaluate("window.predictCalls") == 3  # two clicks, and the second sent again without the handle
+
+
+def test_js_rle_decoder_matches_pycocotools(page, live_server):
+    """Edge cases of the compressed-RLE decoder in web/js/rle.js against pycocotools' encoder."""
+    from maskwright.masks import rle_encode
+
+    rng = np.random.default_rng(1)
+    cases = [
+        np.zeros((7, 5), bool),
+        np.ones((7, 5), bool),
+        np.eye(6, 9, dtype=bool),
+        np.pad(np.ones((40, 30), bool), ((3, 300), (200, 4))),  # long runs: multi-char counts
+        rng.random((31, 17)) > 0.5,  # many short runs: negative deltas
+        np.ones((1, 1), bool),
+    ]
+    page.goto(live_server.base_url + "/#/login")
+    for mask in cases:
+        rle = rle_encode(mask)
+        got = page.evaluate(
+            "(rle) => import('/js/rle.js').then((m) => { const d = m.decodeRle(rle);"
+            " return [d.height, d.width, Array.from(d.mask).join('')]; })",
+            rle,
+        )
+        assert got == [mask.shape[0], mask.shape[1], "".join("1" if v else "0" for v in mask.ravel())]
+    with pytest.raises(Exception, match="RLE covers"):
+        page.evaluate("import('/js/rle.js').then((m) => m.decodeRle({size: [4, 4], counts: '1'}))")

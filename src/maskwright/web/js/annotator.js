@@ -438,9 +438,10 @@ export class Annotator {
     const cand = entry.response?.candidates[entry.chosen];
     if (cand) {
       const color = this.labelById(this.labelId)?.color || "#1e90ff";
+      // The live candidate: label colour, with a white and black dashed edge that accepted instances never have.
       this.drawMask(cand, color, 130);
       this.strokePolygons(cand, "#ffffff", 2.5 * px, false);
-      this.strokePolygons(cand, color, 1.2 * px, false);
+      this.strokePolygons(cand, "#0f172a", 1.2 * px, true);
     }
     const prompt = entry.prompt;
     if (prompt.box) this.strokeBox(prompt.box, "#ffd400", px);
