@@ -189,6 +189,7 @@ export class Annotator {
       const inst = this.instances.find((x) => x.localId === op.localId);
       if (inst && op.kind === "patch" && op.body.label_id != null) inst.label_id = op.body.label_id;
     }
+    this.invalidateInstances();
     this.renderInstances();
     this.requestRender();
   }
@@ -413,11 +414,12 @@ export class Annotator {
     ctx.imageSmoothingEnabled = false;
     const px = 1 / scale; // one screen pixel in image units
 
+    // Accepted instances: fills composited into one layer (one drawImage per frame however many there are).
+    this.instanceLayer = this.instanceLayer || this.buildInstanceLayer();
+    ctx.drawImage(this.instanceLayer.canvas, 0, 0);
     for (const inst of this.instances) {
       if (inst.hidden) continue;
-      const label = this.labelById(inst.label_id);
-      const color = label?.color || "#888888";
-      this.drawMask(inst, color, 90);
+      const color = this.labelById(inst.label_id)?.color || "#888888";
       const selected = inst.localId === this.selectedInstance;
       this.strokePolygons(inst, color, (selected ? 3 : 1.5) * px, selected);
     }
@@ -475,6 +477,38 @@ export class Annotator {
       obj._fillKey = key;
     }
     this.ctx.drawImage(obj._fill, 0, 0);
+  }
+
+  /** Layer of instance fills: {canvas, data (ImageData)}; new instances are painted in, not rebuilt. */
+  buildInstanceLayer() {
+    const w = this.img.naturalWidth;
+    const hgt = this.img.naturalHeight;
+    const canvas = document.createElement("canvas");
+    canvas.width = w;
+    canvas.height = hgt;
+    const layer = { canvas, ctx: canvas.getContext("2d"), data: new ImageData(w, hgt) };
+    for (const inst of this.instances) this.paintInstance(layer, inst, false);
+    layer.ctx.putImageData(layer.data, 0, 0);
+    return layer;
+  }
+
+  paintInstance(layer, inst, flush = true) {
+    if (inst.hidden) return;
+    inst._decoded = inst._decoded || decodeRle(inst.rle);
+    const [r, g, b] = hexToRgb(this.labelById(inst.label_id)?.color || "#888888");
+    const value = ((90 << 24) | (b << 16) | (g << 8) | r) >>> 0; // little-endian RGBA
+    const px = new Uint32Array(layer.data.data.buffer);
+    const mask = inst._decoded.mask;
+    for (let i = 0; i < mask.length; i++) if (mask[i]) px[i] = value;
+    if (flush) {
+      const [x, y, bw, bh] = inst.bbox || [0, 0, layer.canvas.width, layer.canvas.height];
+      layer.ctx.putImageData(layer.data, 0, 0, Math.floor(x), Math.floor(y), Math.ceil(bw) + 1, Math.ceil(bh) + 1);
+    }
+  }
+
+  /** Instances changed in a way that needs a full repaint of their layer (hide, relabel, delete, reload). */
+  invalidateInstances() {
+    this.instanceLayer = null;
   }
 
   /** One image-sized canvas with every open proposal filled (largest first, so small ones stay visible). */
@@ -691,6 +725,14 @@ export class Annotator {
   }
 
   afterPromptChange() {
+    // Decoded masks and their canvases are image-sized: keep them for the current prompt only.
+    for (const entry of this.history.entries) {
+      if (entry === this.history.current || !entry.response) continue;
+      for (const c of entry.response.candidates) {
+        c._decoded = null;
+        c._fill = null;
+      }
+    }
     this.renderCandidates();
     this.requestRender();
     this.exposeState();
@@ -756,6 +798,7 @@ export class Annotator {
     const inst = { ...fields, localId: newLocalId(), id: null, version: null, hidden: false };
     if (drawCache?._decoded) inst._decoded = drawCache._decoded;
     this.instances.push(inst);
+    if (this.instanceLayer) this.paintInstance(this.instanceLayer, inst);
     const body = { label_id: fields.label_id, rle: fields.rle, source: fields.source, polygons: fields.polygons };
     if (fields.score != null) body.score = fields.score;
     this.app.saveQueue.create(inst.localId, this.image.id, body);
@@ -791,7 +834,7 @@ export class Annotator {
   relabel(inst, labelId) {
     if (inst.label_id === labelId) return;
     inst.label_id = labelId;
-    inst._fill = null;
+    this.invalidateInstances();
     if (inst.id != null) this.app.saveQueue.track(inst.localId, inst.id, inst.version);
     this.app.saveQueue.patch(inst.localId, this.image.id, { label_id: labelId });
     this.log("relabel", { label: labelId, data: { annotation: inst.id } });
@@ -802,6 +845,7 @@ export class Annotator {
 
   deleteInstance(inst) {
     this.instances = this.instances.filter((x) => x !== inst);
+    this.invalidateInstances();
     if (this.selectedInstance === inst.localId) this.selectedInstance = null;
     if (inst.id != null) this.app.saveQueue.track(inst.localId, inst.id, inst.version);
     this.app.saveQueue.remove(inst.localId, this.image.id);
@@ -813,6 +857,7 @@ export class Annotator {
 
   toggleHidden(inst) {
     inst.hidden = !inst.hidden;
+    this.invalidateInstances();
     this.renderInstances();
     this.requestRender();
     this.exposeState();
