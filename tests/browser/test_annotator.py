@@ -367,7 +367,7 @@ def test_segment_everything_proposals(page, live_server, grabcut):
 def test_drop_upload_navigation_and_instance_list(page, live_server, grabcut):
     import base64
 
-    photos = [pick_sample(grabcut, "teddy")[0], pick_sample(grabcut, "86016")[0]]
+    photos = [pick_sample(grabcut, "teddy")[0], pick_sample(grabcut, "llama")[0]]  # a JPEG and a BMP
     project = live_server.api(
         "POST", "/projects", json={"name": "Drop", "labels": [{"name": "x", "color": "#3cb44b"}]}
     ).json()
@@ -383,7 +383,8 @@ def test_drop_upload_navigation_and_instance_list(page, live_server, grabcut):
     assert [lab["name"] for lab in live_server.api("GET", f"/projects/{project['id']}").json()["labels"]] == ["x", "y"]
 
     # Drag and drop two photos onto the page.
-    files = [[p.name, base64.b64encode(p.read_bytes()).decode(), "image/jpeg"] for p in photos]
+    mime = {".jpg": "image/jpeg", ".bmp": "image/bmp"}
+    files = [[p.name, base64.b64encode(p.read_bytes()).decode(), mime[p.suffix.lower()]] for p in photos]
     data_transfer = page.evaluate_handle(
         """(files) => {
             const dt = new DataTransfer();
@@ -412,6 +413,10 @@ def test_drop_upload_navigation_and_instance_list(page, live_server, grabcut):
     page.keyboard.press("n")
     page.wait_for_function(READY + f" && window.maskwright.state.annotator.imageId === {second['id']}")
     assert page.url.endswith(f"#/images/{second['id']}")
+    assert (state(page)["width"], state(page)["height"]) == (second["width"], second["height"])
+    page.keyboard.press("d")  # mark done
+    page.wait_for_selector(".annotator-bar .pill.status-done")
+    assert live_server.api("GET", f"/images/{second['id']}").json()["status"] == "done"
     page.keyboard.press("p")
     page.wait_for_function(READY + f" && window.maskwright.state.annotator.imageId === {first['id']}")
 
