@@ -65,8 +65,19 @@ def test_path_and_export_onnx_for_a_local_model(env, tmp_path):
     transformers = pytest.importorskip("transformers")
     from transformers.models.sam.configuration_sam import SamVisionConfig
 
-    vision = SamVisionConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=1, global_attn_indexes=[0])
-    model = transformers.SamModel(transformers.SamConfig(vision_config=vision.to_dict()))
+    vision = SamVisionConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=1,
+        global_attn_indexes=[0],
+        output_channels=64,
+        num_pos_feats=32,
+    )
+    decoder = {"hidden_size": 64, "mlp_dim": 128, "num_attention_heads": 4, "iou_head_hidden_dim": 64}
+    config = transformers.SamConfig(
+        vision_config=vision.to_dict(), prompt_encoder_config={"hidden_size": 64}, mask_decoder_config=decoder
+    )
+    model = transformers.SamModel(config)
     with torch.no_grad():
         for p in model.parameters():
             if p.ndim >= 2:
