@@ -232,9 +232,10 @@ def test_failed_save_is_retried_from_persisted_queue(page, live_server, grabcut)
     assert live_server.api("GET", f"/images/{image['id']}/annotations").json() == []
 
     # The network is back: "Retry now" sends it, once.
+    page.wait_for_selector("#save-status button")  # the attempt after the reload failed too
     page.unroute("**/api/images/*/annotations")
-    page.wait_for_selector("#save-status button")
-    page.click("#save-status button")
+    # (clicked from JS: the backoff timer may have retried, and removed the button, a moment before)
+    page.evaluate("document.querySelector('#save-status button')?.click()")
     page.wait_for_function(
         "window.maskwright.state.saves.pending === 0 && window.maskwright.state.annotator.instances[0].id"
     )
@@ -536,3 +537,36 @@ def test_js_rle_decoder_matches_pycocotools(page, live_server):
         assert got == [mask.shape[0], mask.shape[1], "".join("1" if v else "0" for v in mask.ravel())]
     with pytest.raises(Exception, match="RLE covers"):
         page.evaluate("import('/js/rle.js').then((m) => m.decodeRle({size: [4, 4], counts: '1'}))")
+
+
+def test_save_whose_answer_was_lost_is_not_duplicated(page, live_server, grabcut):
+    pair = pick_sample(grabcut, "flower")
+    _, image = new_project_with_image(live_server, "Lost answer", pair[0])
+    login_with_token(page, live_server)
+
+    # The POST reaches the server and is stored, but its answer never comes back.
+    def store_then_drop(route):
+        if route.request.method == "POST":
+            route.fetch()
+            route.abort("connectionreset")
+        else:
+            route.continue_()
+
+    page.route("**/api/images/*/annotations", store_then_drop)
+    page.goto(f"{live_server.base_url}/#/images/{image['id']}")
+    page.wait_for_function(READY)
+    click_image(page, image["width"] // 2, image["height"] // 2)
+    wait_mask(page, 1)
+    page.keyboard.press("Enter")
+    page.wait_for_function("window.maskwright.state.saves.lastError !== null")
+    assert len(live_server.api("GET", f"/images/{image['id']}/annotations").json()) == 1
+
+    page.unroute("**/api/images/*/annotations")
+    # (clicked from JS: the backoff timer may have retried, and removed the button, a moment before)
+    page.evaluate("document.querySelector('#save-status button')?.click()")
+    page.wait_for_function(
+        "window.maskwright.state.saves.pending === 0 && window.maskwright.state.annotator.instances[0].id"
+    )
+    anns = live_server.api("GET", f"/images/{image['id']}/annotations").json()
+    assert len(anns) == 1  # found again, not created twice
+    assert state(page)["instances"][0]["id"] == anns[0]["id"]

@@ -36,6 +36,8 @@ export class SaveQueue {
       if (saved) {
         this.ops = saved.ops || [];
         this.known = saved.known || {};
+        // Sent before the page went away: the server may have stored them without us hearing back.
+        for (const op of this.ops) if (op.sent) op.uncertain = true;
       }
     } catch {
       this.ops = [];
@@ -124,6 +126,8 @@ export class SaveQueue {
     this.busy = true;
     const op = this.ops[0];
     op.inFlight = true;
+    op.sent = true;
+    this.persist();
     try {
       const result = await this.send(op);
       this.ops.shift();
@@ -149,6 +153,7 @@ export class SaveQueue {
         this.hooks.onRejected(op, err);
       } else {
         // Network failure, 5xx, 401 (until logged in again): keep it and retry with backoff.
+        if (status === 0 || status >= 500) op.uncertain = true; // it may have been stored all the same
         this.attempts += 1;
         this.lastError = err.message;
         const delay = Math.min(MAX_DELAY_MS, 1000 * 2 ** (this.attempts - 1));
@@ -168,7 +173,15 @@ export class SaveQueue {
 
   async send(op) {
     const who = this.known[op.localId];
-    if (op.kind === "create") return api("POST", `/images/${op.imageId}/annotations`, op.body);
+    if (op.kind === "create") {
+      if (op.uncertain) {
+        // No idempotency key in the API: look for the same mask before creating it a second time.
+        const existing = await api("GET", `/images/${op.imageId}/annotations`);
+        const same = existing.find((a) => a.rle?.counts === op.body.rle.counts && a.label_id === op.body.label_id);
+        if (same) return same;
+      }
+      return api("POST", `/images/${op.imageId}/annotations`, op.body);
+    }
     if (!who) throw Object.assign(new Error("The annotation was never saved on the server"), { status: 404 });
     if (op.kind === "patch") return api("PATCH", `/annotations/${who.id}`, { ...op.body, version: who.version });
     await api("DELETE", `/annotations/${who.id}?version=${who.version}`);
