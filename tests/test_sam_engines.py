@@ -543,3 +543,15 @@ def test_models_dir_and_local_directory_engines(tmp_path, monkeypatch, sam_dir, 
     not_a_model.mkdir()
     with pytest.raises(registry.UnknownEngineError):
         registry.create_engine(str(not_a_model))
+
+
+def test_model_dirs_accept_safetensors_or_pytorch_bin(tmp_path):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "sam"}')
+    assert not hub.is_model_dir(folder)
+    (folder / "pytorch_model.bin").write_bytes(b"x")
+    assert hub.is_model_dir(folder) and hub.weight_files(folder) == [folder / "pytorch_model.bin"]
+    (folder / "model.safetensors").write_bytes(b"x")
+    assert hub.weight_files(folder) == [folder / "model.safetensors"]
+    assert hub.read_model_type(folder) == "sam"

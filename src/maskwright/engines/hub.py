@@ -22,7 +22,20 @@ from pathlib import Path
 
 from maskwright.engines.registry import EngineUnavailableError
 
-WEIGHT_PATTERNS = ("*.safetensors",)
+# safetensors first; some older checkpoints (e.g. SlimSAM) only ship pytorch_model.bin
+WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
+
+
+def weight_files(folder: str | os.PathLike) -> list[Path]:
+    """The weight files of a model folder (safetensors, else PyTorch .bin), sorted."""
+    folder = Path(folder)
+    for pattern in WEIGHT_PATTERNS:
+        found = sorted(folder.glob(pattern))
+        if found:
+            return found
+    return []
+
+
 CONFIG_FILE = "config.json"
 
 
@@ -173,9 +186,9 @@ def is_offline() -> bool:
 
 
 def is_model_dir(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a directory holding a model in Hugging Face format (config.json + safetensors)."""
+    """Whether ``path`` is a directory holding a model in Hugging Face format (config.json + weights)."""
     p = Path(path)
-    return p.is_dir() and (p / CONFIG_FILE).is_file() and any(p.glob("*.safetensors"))
+    return p.is_dir() and (p / CONFIG_FILE).is_file() and bool(weight_files(p))
 
 
 def read_model_type(model_dir: str | os.PathLike) -> str:
@@ -197,7 +210,7 @@ def _cached_snapshot(hub_id: str) -> Path | None:
     if not isinstance(config, str):
         return None
     snapshot = Path(config).parent
-    return snapshot if any(snapshot.glob("*.safetensors")) else None
+    return snapshot if weight_files(snapshot) else None
 
 
 def find_local(name: str) -> Path | None:
@@ -231,7 +244,7 @@ def resolve_model_dir(name_or_path: str) -> Path:
     if name_or_path not in CATALOGUE:
         raise ValueError(
             f"unknown model {name_or_path!r}: expected one of {', '.join(CATALOGUE)} "
-            "or a directory with config.json and *.safetensors"
+            "or a directory with config.json and weights (*.safetensors or pytorch_model.bin)"
         )
     path = find_local(name_or_path)
     if path is None:
@@ -270,16 +283,18 @@ def pull(name: str, timeout_s: float = 30.0) -> Path:
     try:
         from huggingface_hub import snapshot_download
 
-        folder = snapshot_download(
-            CATALOGUE[name].hub_id,
-            cache_dir=str(hf_cache_dir()),
-            allow_patterns=[CONFIG_FILE, "*.json", *WEIGHT_PATTERNS],
-        )
+        # One weight format only: safetensors when the repo has them, else the .bin files.
+        for pattern in WEIGHT_PATTERNS:
+            folder = snapshot_download(
+                CATALOGUE[name].hub_id, cache_dir=str(hf_cache_dir()), allow_patterns=[CONFIG_FILE, "*.json", pattern]
+            )
+            if weight_files(folder):
+                break
     except Exception as exc:  # network errors come in many types (httpx, OSError, hub errors)
         reason = f"download failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"
         raise ModelUnavailableError(unavailable_message(name, reason)) from None
     if not is_model_dir(folder):
-        raise ModelUnavailableError(unavailable_message(name, f"download in {folder} has no config/safetensors"))
+        raise ModelUnavailableError(unavailable_message(name, f"download in {folder} has no config.json/weights"))
     return Path(folder)
 
 
@@ -297,7 +312,7 @@ def weights_fingerprint(model_dir: str | os.PathLike) -> str:
     model_dir = Path(model_dir).resolve()
     h = hashlib.blake2b(digest_size=8)
     h.update(str(model_dir).encode())
-    for p in sorted(model_dir.glob("*.safetensors")) + [model_dir / CONFIG_FILE]:
+    for p in weight_files(model_dir) + [model_dir / CONFIG_FILE]:
         st = p.stat()
         h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()

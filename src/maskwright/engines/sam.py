@@ -111,7 +111,7 @@ def _weights_version(model_dir: Path) -> str:
     """Content-ish key of a checkpoint (config text + weight sizes), stable when the folder moves."""
     h = hashlib.blake2b(digest_size=5)
     h.update((model_dir / hub.CONFIG_FILE).read_bytes())
-    for p in sorted(model_dir.glob("*.safetensors")):
+    for p in hub.weight_files(model_dir):
         h.update(f"{p.name}:{p.stat().st_size}".encode())
     return h.hexdigest()
 
