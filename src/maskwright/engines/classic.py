@@ -155,9 +155,12 @@ def border_pixels(shape: tuple[int, int]) -> list[tuple[int, int]]:
 
 
 def disks(shape: tuple[int, int], centres: list[tuple[int, int]], radius: float) -> np.ndarray:
-    """Bool (H, W) union of disks of ``radius`` around ``centres`` (row, col)."""
+    """Bool (H, W) union of disks of ``radius`` around ``centres`` (row, col).
+
+    The radius shrinks on tiny images (at most an eighth of the short side) so disks never swallow them.
+    """
     out = np.zeros(shape, np.uint8)
-    r = max(0, int(round(radius)))
+    r = max(0, min(int(round(radius)), min(shape) // 8))
     for y, x in centres:
         cv2.circle(out, (int(x), int(y)), r, 1, -1)
     return out.astype(bool)
