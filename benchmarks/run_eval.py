@@ -3,6 +3,9 @@
     .venv/bin/python benchmarks/run_eval.py /work/shared/datasets/grabcut --engine classic --out eval-grabcut
 
 Any ``maskwright eval`` options are passed through. Timings are wall-clock on whatever machine runs it.
+Curves of separate runs (e.g. two commits of one engine) on one plot:
+
+    .venv/bin/python benchmarks/run_eval.py --plot out.png "classic (old)=old/summary.json" "classic=new/summary.json"
 """
 
 from __future__ import annotations
@@ -31,7 +34,27 @@ def markdown_rows(summary: dict) -> list[str]:
     return rows
 
 
+def plot_runs(out_png: str, labelled: list[str]) -> int:
+    """Draw every engine curve of several summary.json files, as ``LABEL=path`` (one curve per engine)."""
+    from maskwright.evaluation.plots import plot_iou_vs_clicks
+
+    curves, n = {}, set()
+    for item in labelled:
+        label, _, path = item.partition("=")
+        summary = json.loads(Path(path).read_text())
+        n.add(summary["n_samples"])
+        for name, stats in summary["engines"].items():
+            key = label if len(summary["engines"]) == 1 else f"{label} {name}"
+            curves[key] = stats["mean_iou_per_click"]
+    title = f"{Path(json.loads(Path(labelled[0].partition('=')[2]).read_text())['dataset']).name}"
+    plot_iou_vs_clicks(curves, out_png, title=f"{title} ({'/'.join(str(v) for v in sorted(n))} samples)")
+    print(f"wrote {out_png}")
+    return 0
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--plot"] and len(argv) >= 3:
+        return plot_runs(argv[1], argv[2:])
     if "--out" not in argv and "-o" not in argv:
         print("usage: run_eval.py DATASET [maskwright eval options] --out DIR", file=sys.stderr)
         return 2
