@@ -29,6 +29,8 @@ from maskwright.evaluation.metrics import noc_at_max, summarize
 from maskwright.masks import rle_encode
 
 CLI = [sys.executable, "-m", "maskwright.cli"]
+# pycocotools' decode warns about numpy 2's copy keyword on every call (harmless)
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
 
 
 def box_mask(shape, x0, y0, x1, y1):
