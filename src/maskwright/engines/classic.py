@@ -50,6 +50,7 @@ FIRST_CLICK_STRETCH = (3.0, 1.5, 0.7)  # weight of the click's geodesic distance
 GRABCUT_ITERS = 2  # colour-model re-estimations for a first click (a third one measured no better)
 BOX_GRABCUT_ITERS = 3  # ... for a box (a third one measured better)
 LOGIT_CLIP = 20.0
+STRAY_FRACTION = 0.2  # unclicked components of the previous mask smaller than this x the clicked one go
 TEX_LEVELS = 8  # texture classes per axis (edge density, lightness spread)
 TEXTURE_WEIGHT = 0.5  # texture log-likelihoods count this much relative to colour (first click, box)
 BOX_CENTRE_WEIGHT = 1.5  # pull of the box centre towards object (its rim is more likely background)
@@ -193,6 +194,7 @@ def graph_cut(
 def keep_supported_components(mask: np.ndarray, pos: list[tuple[int, int]], prior: np.ndarray | None) -> np.ndarray:
     """Keep the connected components of ``mask`` that hold a positive click or mostly lie in ``prior``.
 
+    Prior-supported components smaller than ``STRAY_FRACTION`` of the largest clicked one are dropped.
     Without either kind of support, keep components at least a tenth of the largest one.
     """
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
@@ -201,9 +203,14 @@ def keep_supported_components(mask: np.ndarray, pos: list[tuple[int, int]], prio
     keep = np.zeros(n, bool)
     for y, x in pos:
         keep[labels[y, x]] = True
+    keep[0] = False
     if prior is not None:
         inside = np.bincount(labels.ravel(), weights=prior.ravel().astype(np.float64), minlength=n)
-        keep |= inside > 0.5 * stats[:, cv2.CC_STAT_AREA]
+        supported = inside > 0.5 * stats[:, cv2.CC_STAT_AREA]
+        if keep.any():
+            # small stray blobs of the previous mask that no click vouches for are dropped
+            supported &= stats[:, cv2.CC_STAT_AREA] >= STRAY_FRACTION * stats[keep, cv2.CC_STAT_AREA].max()
+        keep |= supported
     keep[0] = False
     if not keep.any():
         areas = stats[1:, cv2.CC_STAT_AREA]
