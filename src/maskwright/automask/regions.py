@@ -13,8 +13,8 @@ slow on a CPU. Instead, at a reduced working size:
 
 Scores use the same ``[0, 1]`` scales as SAM so the generator's filters apply unchanged:
 
-* predicted IoU proxy: how much stronger the region's outer boundary is than the edges inside it, and
-  how much its colour differs from its neighbours' (a logistic of both);
+* predicted IoU proxy: how strong the edges along the region's outer boundary are and how much its
+  colour differs from its neighbours' (a logistic of both);
 * stability proxy, the analogue of SAM's IoU between masks at logit ``+offset`` and ``-offset``: the
   IoU between the region that contains this node slightly *above* its level and the part of it that
   exists slightly *below* (regions that survive a wide band of merge levels score 1).
@@ -39,6 +39,18 @@ SMALL_REGION_FRACTION = 0.01  # regions under this fraction of the image have th
 LEVEL_BAND = 0.08  # half-width of the band of merge levels for stability, per unit of offset
 MIN_AREA_FRACTION = 0.002  # candidates smaller than this fraction of the image are not proposed
 MAX_AREA_FRACTION = 0.95  # nor larger than this (the whole image is not an object)
+SALIENCY_SUPERPIXELS = 400  # superpixels of the border-saliency candidates (0 disables them)
+SALIENCY_LEVELS = tuple(np.linspace(0.1, 0.9, 17))  # thresholds of the saliency map, in [0, 1]
+SALIENCY_BAND = 0.05  # half-width of the saliency band for stability, per unit of offset
+#: merge orders pooled for candidates:
+#: (superpixel count, Lab distance scale, small-region fraction, weight of border saliency in Lab units)
+HIERARCHIES: tuple[tuple[int, float, float, float], ...] = (
+    (400, 25.0, 0.01, 0.0),
+    (400, 50.0, 0.03, 0.0),
+    (200, 1e9, 0.01, 0.0),
+    (400, 25.0, 0.01, 100.0),
+    (400, 50.0, 0.03, 100.0),
+)
 
 
 @dataclass
@@ -104,7 +116,13 @@ def adjacency(labels: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.nda
     return np.stack([keys // n, keys % n], axis=1), lengths, sums
 
 
-def build_region_tree(lab: np.ndarray, labels: np.ndarray, edges: np.ndarray) -> RegionTree:
+def build_region_tree(
+    lab: np.ndarray,
+    labels: np.ndarray,
+    edges: np.ndarray,
+    colour_scale: float = COLOUR_SCALE,
+    small_fraction: float = SMALL_REGION_FRACTION,
+) -> RegionTree:
     """Greedy pairwise merging of the regions of ``labels`` into a binary tree (see module docstring).
 
     Args:
@@ -117,8 +135,8 @@ def build_region_tree(lab: np.ndarray, labels: np.ndarray, edges: np.ndarray) ->
     n_nodes = 2 * n - 1
     areas = np.zeros(n_nodes, np.float64)
     areas[:n] = np.bincount(flat, minlength=n)
-    colours = np.zeros((n_nodes, 3), np.float64)  # Lab sums
-    for c in range(3):
+    colours = np.zeros((n_nodes, lab.shape[2]), np.float64)  # Lab (+ extra feature) sums
+    for c in range(lab.shape[2]):
         colours[:n, c] = np.bincount(flat, weights=lab[..., c].ravel(), minlength=n)
     children = np.full((n_nodes, 2), -1, np.int64)
     parent = np.full(n_nodes, -1, np.int64)
@@ -150,8 +168,8 @@ def build_region_tree(lab: np.ndarray, labels: np.ndarray, edges: np.ndarray) ->
 
     def weight(i: int, j: int) -> float:
         length, s = neighbours[i][j]
-        colour_dist = float(np.linalg.norm(mean_colour(i) - mean_colour(j))) / COLOUR_SCALE
-        small = min(areas[i], areas[j]) / (SMALL_REGION_FRACTION * total_area)
+        colour_dist = float(np.linalg.norm(mean_colour(i) - mean_colour(j))) / colour_scale
+        small = min(areas[i], areas[j]) / (small_fraction * total_area)
         return (s / length + colour_dist) * min(1.0, small) ** 0.5
 
     for k in range(n):
@@ -229,11 +247,23 @@ def stability_scores(tree: RegionTree, band: float) -> np.ndarray:
     return out
 
 
+def objectness(features: np.ndarray) -> np.ndarray:
+    """Predicted-IoU proxy in ``[0, 1]`` from ``(N, 3)`` features: mean edge strength along the outer
+    boundary, mean edge strength along superpixel borders inside, Lab contrast to the neighbours."""
+    boundary, inside, colour = np.asarray(features, np.float64).reshape(-1, 3).T
+    del inside  # measured, but penalising inner edges favoured flat parts over whole textured objects
+    z = 6.0 * (boundary + colour / COLOUR_SCALE) - 3.5
+    return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+
+
 def predicted_iou_proxy(tree: RegionTree) -> np.ndarray:
     """Objectness of each node in ``[0, 1]``: outer boundary stronger than inner edges, distinct colour."""
-    contrast = tree.boundary_edge - tree.inner_edge
-    colour = tree.colour_contrast / COLOUR_SCALE
-    return (1.0 / (1.0 + np.exp(-(6.0 * contrast + 2.0 * colour - 1.0)))).astype(np.float32)
+    return objectness(tree_features(tree))
+
+
+def tree_features(tree: RegionTree) -> np.ndarray:
+    """``(n_nodes, 3)`` objectness features of every node (see :func:`objectness`)."""
+    return np.stack([tree.boundary_edge, tree.inner_edge, tree.colour_contrast], axis=1)
 
 
 def representative_points(labels: np.ndarray) -> np.ndarray:
@@ -250,15 +280,140 @@ def representative_points(labels: np.ndarray) -> np.ndarray:
     return np.stack([xs, ys], axis=1).astype(np.float32)
 
 
-def superpixels(small_rgb: np.ndarray) -> np.ndarray:
+def superpixels(small_rgb: np.ndarray, n_segments: int = N_SUPERPIXELS) -> np.ndarray:
     """SLIC superpixels with consecutive ids ``0 .. n - 1``."""
-    labels = slic(small_rgb, n_segments=N_SUPERPIXELS, compactness=10.0, start_label=0, convert2lab=True)
+    labels = slic(small_rgb, n_segments=n_segments, compactness=10.0, start_label=0, convert2lab=True)
     _, labels = np.unique(labels, return_inverse=True)
     return labels.reshape(small_rgb.shape[:2]).astype(np.int32)
 
 
+@dataclass
+class _Candidates:
+    labels: np.ndarray  # (h, w) superpixel ids at the working size
+    leaf_sets: list[np.ndarray]  # superpixel ids of each candidate
+    features: np.ndarray  # (N, 3) objectness features
+    stability: np.ndarray
+    points: np.ndarray  # XY at the working size
+
+
+def _tree_candidates(tree: RegionTree, stability_offset: float) -> _Candidates:
+    frac = tree.area / tree.labels.size
+    nodes = np.flatnonzero((frac >= MIN_AREA_FRACTION) & (frac <= MAX_AREA_FRACTION))
+    leaf_points = representative_points(tree.labels)
+    main_leaf = np.empty(len(nodes), np.int64)
+    for n_, k in enumerate(nodes):
+        while tree.children[k, 0] >= 0:  # the node's largest leaf holds its representative point
+            a, b = tree.children[k]
+            k = a if tree.area[a] >= tree.area[b] else b
+        main_leaf[n_] = k
+    return _Candidates(
+        tree.labels,
+        [np.asarray(tree.leaves_of(int(k)), np.int64) for k in nodes],
+        tree_features(tree)[nodes],
+        stability_scores(tree, LEVEL_BAND * stability_offset)[nodes],
+        leaf_points[main_leaf],
+    )
+
+
+def border_saliency(labels: np.ndarray, lab: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Per superpixel, how far (geodesically) it is from the image border, in ``[0, 1]``.
+
+    Distances run over the superpixel graph with links weighted by colour distance (small differences
+    clamped to 0, so texture does not accumulate) plus the edge strength along the shared boundary.
+    Distances from each of the four sides are computed separately and the second smallest is kept, so a
+    region touching one side (a person cut by the bottom edge) still counts as far from the border.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import dijkstra
+
+    n = int(labels.max()) + 1
+    flat = labels.ravel()
+    area = np.bincount(flat, minlength=n).astype(np.float64)
+    mean = np.stack([np.bincount(flat, weights=lab[..., c].ravel(), minlength=n) for c in range(3)], 1)
+    mean /= area[:, None]
+    pairs, lengths, sums = adjacency(labels, edges)
+    colour = np.linalg.norm(mean[pairs[:, 0]] - mean[pairs[:, 1]], axis=1) / COLOUR_SCALE
+    weight = np.maximum(colour - 0.1, 0.0) + sums / lengths + 1e-3
+    graph = coo_matrix((weight, (pairs[:, 0], pairs[:, 1])), shape=(n, n)).tocsr()
+    sides = [labels[0], labels[-1], labels[:, 0], labels[:, -1]]
+    dist = np.stack([dijkstra(graph, directed=False, indices=np.unique(side), min_only=True) for side in sides])
+    second = np.sort(dist, axis=0)[1]
+    return second / (second.max() + 1e-9)
+
+
+def _saliency_candidates(
+    labels: np.ndarray, lab: np.ndarray, edges: np.ndarray, stability_offset: float
+) -> _Candidates:
+    """Connected superlevel sets of the border saliency, at evenly spaced levels, as candidates.
+
+    Stability is exactly SAM's, on the saliency map instead of logits: the part of the candidate above
+    ``t + band`` over the connected set containing it above ``t - band``.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = int(labels.max()) + 1
+    saliency = border_saliency(labels, lab, edges)
+    area = np.bincount(labels.ravel(), minlength=n).astype(np.float64)
+    pairs, lengths, sums = adjacency(labels, edges)
+    flat = labels.ravel()
+    colour_sum = np.stack([np.bincount(flat, weights=lab[..., c].ravel(), minlength=n) for c in range(3)], 1)
+    leaf_points = representative_points(labels)
+    band = SALIENCY_BAND * stability_offset
+
+    def components(t: float) -> np.ndarray:
+        on = saliency >= t
+        keep = on[pairs[:, 0]] & on[pairs[:, 1]]
+        graph = coo_matrix((np.ones(int(keep.sum())), (pairs[keep, 0], pairs[keep, 1])), shape=(n, n))
+        _, comp = connected_components(graph, directed=False)
+        return np.where(on, comp, -1)
+
+    seen: set[bytes] = set()
+    leaf_sets, ious, stabs, points = [], [], [], []
+    total = float(labels.size)
+    for t in SALIENCY_LEVELS:
+        comp = components(t)
+        lower = components(t - band)
+        for c in np.unique(comp[comp >= 0]):
+            member = comp == c
+            frac = area[member].sum() / total
+            key = np.packbits(member).tobytes()
+            if not MIN_AREA_FRACTION <= frac <= MAX_AREA_FRACTION or key in seen:
+                continue
+            seen.add(key)
+            above = member & (saliency >= t + band)
+            container = lower == lower[np.flatnonzero(member)[0]]
+            stabs.append(area[above].sum() / area[container].sum())
+            ious.append(_set_features(member, pairs, lengths, sums, area, colour_sum))
+            leaf_sets.append(np.flatnonzero(member))
+            points.append(leaf_points[leaf_sets[-1][np.argmax(saliency[leaf_sets[-1]])]])
+    return _Candidates(
+        labels,
+        leaf_sets,
+        np.asarray(ious, np.float64).reshape(-1, 3),
+        np.asarray(stabs, np.float32),
+        np.asarray(points, np.float32).reshape(-1, 2),
+    )
+
+
+def _set_features(member, pairs, lengths, sums, area, colour_sum) -> tuple[float, float, float]:
+    """:func:`objectness` features of an arbitrary set of superpixels."""
+    a, b = member[pairs[:, 0]], member[pairs[:, 1]]
+    outer, inner = a != b, a & b
+    out_len = lengths[outer].sum()
+    boundary = sums[outer].sum() / out_len if out_len else 0.0
+    inside = sums[inner].sum() / lengths[inner].sum() if inner.any() else 0.0
+    outside_leaf = np.where(a[outer], pairs[outer, 1], pairs[outer, 0])
+    mean_in = colour_sum[member].sum(0) / area[member].sum()
+    ring = (colour_sum[outside_leaf] / area[outside_leaf, None] * lengths[outer, None]).sum(0) / max(out_len, 1)
+    return float(boundary), float(inside), float(np.linalg.norm(mean_in - ring))
+
+
 def propose_regions(image: np.ndarray, stability_offset: float = 1.0, work_side: int = WORK_SIDE) -> Proposals:
     """Candidate regions of an HxWx3 uint8 RGB image (a crop) as :class:`Proposals` at its size.
+
+    Several hierarchies (see ``HIERARCHIES``) are built and their nodes pooled: no single merge order
+    finds every object, and NMS in the generator removes the duplicates they share.
 
     Args:
         image: the crop, HxWx3 uint8 RGB.
@@ -270,32 +425,43 @@ def propose_regions(image: np.ndarray, stability_offset: float = 1.0, work_side:
     sw, sh = max(2, round(w * scale)), max(2, round(h * scale))
     small = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA) if scale < 1 else image
     lab = cv2.cvtColor(small.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
-    labels = superpixels(small)
-    tree = build_region_tree(lab, labels, edge_strength(lab))
-
-    frac = tree.area / labels.size
-    candidate = np.flatnonzero((frac >= MIN_AREA_FRACTION) & (frac <= MAX_AREA_FRACTION))
-    iou = predicted_iou_proxy(tree)[candidate]
-    stab = stability_scores(tree, LEVEL_BAND * stability_offset)[candidate]
-    leaf_points = representative_points(labels)
-    main_leaf = np.empty(len(candidate), np.int64)
-    for n_, k in enumerate(candidate):
-        while tree.children[k, 0] >= 0:
-            a, b = tree.children[k]
-            k = a if tree.area[a] >= tree.area[b] else b
-        main_leaf[n_] = k
-    points = (leaf_points[main_leaf] + 0.5) * np.array([w / sw, h / sh], np.float32)
+    edges = edge_strength(lab)
+    labels_by_count: dict[int, np.ndarray] = {}
+    pools: list[_Candidates] = []
+    for n_segments, colour_scale, small_fraction, saliency_weight in HIERARCHIES:
+        if n_segments not in labels_by_count:
+            labels_by_count[n_segments] = superpixels(small, n_segments)
+        labels = labels_by_count[n_segments]
+        features = lab
+        if saliency_weight:  # border saliency as a 4th colour channel: parts of one object merge first
+            saliency = border_saliency(labels, lab, edges)[labels]
+            features = np.concatenate([lab, (saliency * saliency_weight)[..., None].astype(np.float32)], axis=2)
+        tree = build_region_tree(features, labels, edges, colour_scale, small_fraction)
+        pools.append(_tree_candidates(tree, stability_offset))
+    if SALIENCY_SUPERPIXELS:
+        if SALIENCY_SUPERPIXELS not in labels_by_count:
+            labels_by_count[SALIENCY_SUPERPIXELS] = superpixels(small, SALIENCY_SUPERPIXELS)
+        pools.append(_saliency_candidates(labels_by_count[SALIENCY_SUPERPIXELS], lab, edges, stability_offset))
+    owner = np.concatenate([np.full(len(p.leaf_sets), i) for i, p in enumerate(pools)])
+    local = np.concatenate([np.arange(len(p.leaf_sets)) for p in pools])
+    features = np.concatenate([p.features for p in pools])
+    iou = objectness(features)
+    stab = np.concatenate([p.stability for p in pools]).astype(np.float32)
+    points = (np.concatenate([p.points for p in pools]) + 0.5) * np.array([w / sw, h / sh], np.float32)
     points = np.minimum(points, np.array([w - 1, h - 1], np.float32))
 
     def masks(indices: np.ndarray) -> np.ndarray:
         out = np.zeros((len(indices), h, w), bool)
         for n_, i in enumerate(indices):
-            member = np.zeros(tree.n_leaves, np.float32)
-            member[tree.leaves_of(int(candidate[i]))] = 1.0
-            soft = member[labels]
-            if scale < 1:
+            pool = pools[owner[i]]
+            member = np.zeros(int(pool.labels.max()) + 1, np.float32)
+            member[pool.leaf_sets[local[i]]] = 1.0
+            soft = member[pool.labels]
+            if scale < 1:  # upsample the soft membership, then cut: smoother than nearest-neighbour
                 soft = cv2.resize(soft, (w, h), interpolation=cv2.INTER_LINEAR)
             out[n_] = soft > 0.5
         return out
 
-    return Proposals(iou, stab, points.astype(np.float32), masks)
+    props = Proposals(iou, stab, points.astype(np.float32), masks)
+    props.features = features  # kept for analysis of the scores
+    return props
