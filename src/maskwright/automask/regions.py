@@ -37,7 +37,7 @@ N_SUPERPIXELS = 400  # SLIC target count
 COLOUR_SCALE = 25.0  # Lab distance that weighs as much as a full-strength edge
 SMALL_REGION_FRACTION = 0.01  # regions under this fraction of the image have their links discounted
 LEVEL_BAND = 0.08  # half-width of the band of merge levels for stability, per unit of offset
-MIN_AREA_FRACTION = 0.002  # candidates smaller than this fraction of the image are not proposed
+MIN_AREA_FRACTION = 0.005  # candidates smaller than this fraction of the image are not proposed
 MAX_AREA_FRACTION = 0.95  # nor larger than this (the whole image is not an object)
 SALIENCY_SUPERPIXELS = 400  # superpixels of the border-saliency candidates (0 disables them)
 SALIENCY_LEVELS = tuple(np.linspace(0.1, 0.9, 17))  # thresholds of the saliency map, in [0, 1]
@@ -252,7 +252,7 @@ def objectness(features: np.ndarray) -> np.ndarray:
     boundary, mean edge strength along superpixel borders inside, Lab contrast to the neighbours."""
     boundary, inside, colour = np.asarray(features, np.float64).reshape(-1, 3).T
     del inside  # measured, but penalising inner edges favoured flat parts over whole textured objects
-    z = 6.0 * (boundary + colour / COLOUR_SCALE) - 3.5
+    z = 6.0 * (boundary + colour / COLOUR_SCALE) - 4.0
     return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
 
 
