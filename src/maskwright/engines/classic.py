@@ -35,7 +35,7 @@ WORK_SIDE = 400  # longest side of the working resolution (pixels)
 L_BINS, AB_BINS = 16, 32  # colour histogram bins for L and for each of a, b (8-bit Lab)
 N_BINS = L_BINS * AB_BINS * AB_BINS
 
-SMOOTHNESS = 16.0  # weight of the pairwise (edge-following) term relative to colour log-likelihoods
+SMOOTHNESS = 24.0  # weight of the pairwise (edge-following) term relative to colour log-likelihoods
 COLOUR_CLIP = 4.0  # colour log-likelihood ratios are clipped to +-this (nats)
 PRIOR_WEIGHT = 3.0  # pull towards the previous mask where it is confident
 PRIOR_SATURATION = 6.0  # distance (working pixels) from the previous boundary at which the prior is full
@@ -44,7 +44,7 @@ GEO_EDGE = 20.0  # extra geodesic cost of crossing a strong edge (per pixel, tim
 FIRST_SMOOTHNESS = 16.0  # smoother first guesses: no previous mask to keep them in place
 GEO_WEIGHT = 0.5  # strength of the click-vs-border geodesic competition (first click)
 CLICK_WEIGHT = 5.0  # strength of the newest click's geodesic neighbourhood (refinement)
-CORE_FRACTION = 0.4  # soft "click label" disk radius, x the click's distance to the previous mask
+CORE_FRACTION = 0.55  # soft "click label" disk radius, x the click's distance to the previous mask
 SEED_RADIUS = 3  # hard-constraint disk radius at clicks (working pixels)
 FIRST_CLICK_STRETCH = (3.0, 1.5, 0.7)  # weight of the click's geodesic distance vs the border's, per candidate
 GRABCUT_ITERS = 2  # colour-model re-estimations for a first click (a third one measured no better)
