@@ -57,6 +57,8 @@ class Proposals:
     stability: np.ndarray  # (N,) float32 in [0, 1]
     points: np.ndarray  # (N, 2) float32 XY in crop coordinates
     masks: Callable[[np.ndarray], np.ndarray]
+    #: optional (N, F) features behind ``predicted_iou`` (kept for analysing the scores)
+    features: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.predicted_iou)

@@ -462,6 +462,4 @@ def propose_regions(image: np.ndarray, stability_offset: float = 1.0, work_side:
             out[n_] = soft > 0.5
         return out
 
-    props = Proposals(iou, stab, points.astype(np.float32), masks)
-    props.features = features  # kept for analysis of the scores
-    return props
+    return Proposals(iou, stab, points.astype(np.float32), masks, features=features)
