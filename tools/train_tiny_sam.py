@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic_shapes import interior_point, make_scene, mask_box  # noqa: E402
@@ -82,6 +83,11 @@ def new_model(seed: int):
     torch.manual_seed(seed)
     model = SamModel(tiny_sam_config())
     with torch.no_grad():
+        # SamVisionConfig.initializer_range is 1e-10 (pretrained weights are expected to overwrite it): the
+        # encoder would start dead. Use PyTorch's default initialisation everywhere, as segment-anything does.
+        for module in model.modules():
+            if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.Embedding, nn.LayerNorm)):
+                module.reset_parameters()
         # transformers initialises the random Fourier features with std = vision hidden // 2 (meant to be
         # overwritten by pretrained weights); SAM's own scale is 1, which gives a smooth point encoding.
         model.shared_image_embedding.positional_embedding.normal_(0.0, 1.0)
@@ -221,7 +227,7 @@ def mask_losses(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     prob = logits.sigmoid()
     inter = (prob * t).sum((-1, -2))
     dice = 1 - (2 * inter + 1) / (prob.sum((-1, -2)) + t.sum((-1, -2)) + 1)
-    return 4 * bce + dice
+    return bce + dice
 
 
 def hard_iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -370,9 +376,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--minutes", type=float, default=25.0, help="training time budget (wall clock)")
     parser.add_argument("--batch", type=int, default=1, help="images per step")
     parser.add_argument("--rounds", type=int, default=2, help="decoder rounds per target (1 prompt + corrections)")
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU)")
     parser.add_argument("--save-every", type=float, default=3.0, help="minutes between checkpoints")
     parser.add_argument("--resume", action="store_true", help="start from the model already in --out")
     args = parser.parse_args(argv)
@@ -397,7 +403,7 @@ def main(argv: list[str] | None = None) -> None:
         if elapsed >= budget:
             break
         frac = elapsed / budget
-        lr = args.lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * frac))
+        lr = args.lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * frac))
         for g in opt.param_groups:
             g["lr"] = lr
         scenes = [make_scene(rng, *random_size(rng)) for _ in range(args.batch)]
