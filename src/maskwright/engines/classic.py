@@ -1,22 +1,25 @@
 """``classic``: a weight-free interactive segmenter (OpenCV / scikit-image / SciPy / PyMaxflow), CPU only.
 
 Per image (:meth:`ClassicEngine.embed`, at a reduced working scale whose longest side is ``WORK_SIDE``):
-8-bit Lab colours, their quantised colour-histogram bin, contrast-sensitive edge weights between
-neighbouring pixels and a normalised gradient magnitude.
+8-bit Lab colours, their quantised colour-histogram bin, a texture class (edge density x lightness
+spread), contrast-sensitive edge weights between neighbouring pixels, a normalised gradient magnitude and
+the geodesic distance from the image border.
 
 Per prompt (:meth:`ClassicEngine.decode`): a binary graph cut (max-flow) whose data term combines
 
-- colour log-likelihood ratios from smoothed Lab histograms learnt from the clicks, the box and the
-  previous mask (local to a region of interest around the object),
+- colour (and, for first clicks and boxes, texture) log-likelihood ratios from smoothed histograms learnt
+  from the clicks, the box and the previous mask (local to a region of interest around the object),
 - the previous mask (``mask_input``) as a prior that saturates away from its boundary and is relaxed around
   the newest click, so a click fixes the error region it lands in without undoing the rest,
 - geodesic proximity (edge-aware path length) to the clicks, a star-convexity-like shape cue,
 - hard constraints: small disks at clicks, the outside of a box,
 
-and whose smoothness term follows image edges. The first click without a mask (no prior yet) runs a few
-GrabCut-style iterations at three geodesic scales to propose three different candidates (part / object /
-object with context). Low-res logits are signed distances to the mask boundary (in working pixels), so
-feeding them back as ``mask_input`` gives a prior that is confident far from the boundary.
+and whose smoothness term follows image edges. The first click without a mask (no prior yet) runs two
+GrabCut-style iterations seeded by a geodesic competition between the click and the image border, with
+three weightings of the click's distance (part / object / object with context); the middle one is ranked
+first unless the others' boundary/colour quality is clearly better. Components of the result that no
+click supports, and small holes without a negative click, are cleaned up. Low-res logits are signed
+distances to the mask boundary (in working pixels), so feeding them back as ``mask_input`` gives a prior that is confident far from the boundary.
 """
 
 from __future__ import annotations
