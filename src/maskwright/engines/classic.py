@@ -19,7 +19,8 @@ GrabCut-style iterations seeded by a geodesic competition between the click and 
 three weightings of the click's distance (part / object / object with context); the middle one is ranked
 first unless the others' boundary/colour quality is clearly better. Components of the result that no
 click supports, and small holes without a negative click, are cleaned up. Low-res logits are signed
-distances to the mask boundary (in working pixels), so feeding them back as ``mask_input`` gives a prior that is confident far from the boundary.
+distances to the mask boundary (in working pixels), so feeding them back as ``mask_input`` gives a prior
+that is confident far from the boundary.
 """
 
 from __future__ import annotations
