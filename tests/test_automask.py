@@ -238,6 +238,20 @@ def test_classic_uses_regions_and_finds_objects():
         assert max(iou(r["segmentation"], labels == k) for r in records) > 0.9
 
 
+def test_graph_cut_refine_snaps_a_box_to_the_object():
+    from maskwright.automask.regions import graph_cut_refine
+
+    rng = np.random.default_rng(1)
+    rgb, labels, _ = rect_scene(120, 160)
+    noisy = np.clip(rgb.astype(np.int16) + rng.integers(-10, 11, rgb.shape), 0, 255).astype(np.uint8)
+    obj = labels == 1
+    ys, xs = np.nonzero(obj)
+    cut, stab = graph_cut_refine(noisy[..., ::-1].copy(), np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]))
+    assert iou(cut, obj) > 0.9 and 0.9 <= stab <= 1.0
+    whole, stab = graph_cut_refine(noisy, np.array([0, 0, 160, 120]))  # no background left: nothing to cut
+    assert not whole.any() and stab == 0.0
+
+
 def test_regions_on_a_real_photo(grabcut):
     rgb, gt, ignore = load_grabcut_sample(grabcut[0])
     records = AutoMaskGenerator("classic", output_mode="coco_rle", min_mask_region_area=50).generate(rgb)

@@ -30,6 +30,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.segmentation import slic
 
+from maskwright.automask.amg import box_iou, box_nms, masks_to_boxes
 from maskwright.automask.generator import Proposals
 
 WORK_SIDE = 320  # longest side of the working resolution, pixels
@@ -42,6 +43,12 @@ MAX_AREA_FRACTION = 0.95  # nor larger than this (the whole image is not an obje
 SALIENCY_SUPERPIXELS = 400  # superpixels of the border-saliency candidates (0 disables them)
 SALIENCY_LEVELS = tuple(np.linspace(0.1, 0.9, 17))  # thresholds of the saliency map, in [0, 1]
 SALIENCY_BAND = 0.05  # half-width of the saliency band for stability, per unit of offset
+REFINE_SEEDS = 15  # best region candidates (distinct boxes) refined by a graph cut (0 disables)
+REFINE_BOX_NMS = 0.7  # box IoU above which a lower-ranked seed is a duplicate of a chosen one
+REFINE_SUPERSEDE = 0.7  # region candidates whose box has IoU above this with a cut's box give way to it
+REFINE_AREA_FRACTION = (0.02, 0.8)  # seeds outside this range of the image's area are not refined
+REFINE_MARGIN = 0.1  # the graph cut's box is the seed's box grown by this fraction of its size per side
+REFINE_ITERATIONS = 3  # GrabCut iterations; stability compares the cut before and after the last one
 #: merge orders pooled for candidates:
 #: (superpixel count, Lab distance scale, small-region fraction, weight of border saliency in Lab units)
 HIERARCHIES: tuple[tuple[int, float, float, float], ...] = (
@@ -409,6 +416,62 @@ def _set_features(member, pairs, lengths, sums, area, colour_sum) -> tuple[float
     return float(boundary), float(inside), float(np.linalg.norm(mean_in - ring))
 
 
+def _boxes_of_sets(labels: np.ndarray, leaf_sets: list[np.ndarray]) -> np.ndarray:
+    """``(N, 4)`` XYXY (exclusive ends) box of each set of superpixels, at the labels' size."""
+    slices = ndimage.find_objects(labels + 1)
+    leaf_boxes = np.array([[s[1].start, s[0].start, s[1].stop, s[0].stop] for s in slices], np.float64)
+    out = np.zeros((len(leaf_sets), 4), np.float64)
+    for n_, leaves in enumerate(leaf_sets):
+        b = leaf_boxes[leaves]
+        out[n_] = (b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max())
+    return out
+
+
+def graph_cut_refine(bgr: np.ndarray, box: np.ndarray, margin: float = REFINE_MARGIN) -> tuple[np.ndarray, float]:
+    """Snap a candidate to object boundaries: GrabCut from the candidate's XYXY box grown by ``margin``.
+
+    Returns ``(mask (h, w) bool, stability)``; stability is the IoU of the cut before and after the
+    last iteration (a settled cut scores 1). An empty mask and 0 when the cut cannot run (the box
+    covers the whole image, leaving no background sample).
+    """
+    h, w = bgr.shape[:2]
+    x0, y0, x1, y1 = box
+    mx, my = margin * (x1 - x0) + 2, margin * (y1 - y0) + 2
+    rx0, ry0 = int(max(0, x0 - mx)), int(max(0, y0 - my))
+    rx1, ry1 = int(min(w, x1 + mx)), int(min(h, y1 + my))
+    empty = np.zeros((h, w), bool)
+    if (rx1 - rx0) * (ry1 - ry0) >= 0.97 * h * w or rx1 - rx0 < 4 or ry1 - ry0 < 4:
+        return empty, 0.0
+    state = np.zeros((h, w), np.uint8)
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(0)  # GrabCut seeds its colour models by k-means on OpenCV's global RNG: reproducible cuts
+    try:
+        cv2.grabCut(
+            bgr, state, (rx0, ry0, rx1 - rx0, ry1 - ry0), bgd, fgd, REFINE_ITERATIONS - 1, cv2.GC_INIT_WITH_RECT
+        )
+        before = (state == cv2.GC_FGD) | (state == cv2.GC_PR_FGD)
+        cv2.grabCut(bgr, state, None, bgd, fgd, 1, cv2.GC_EVAL)
+    except cv2.error:  # too few pixels on one side to fit the colour models
+        return empty, 0.0
+    after = (state == cv2.GC_FGD) | (state == cv2.GC_PR_FGD)
+    union = np.count_nonzero(before | after)
+    return after, (np.count_nonzero(before & after) / union if union else 0.0)
+
+
+def _pixel_features(mask: np.ndarray, lab: np.ndarray, edges: np.ndarray) -> tuple[float, float, float]:
+    """:func:`objectness` features of a pixel mask: edge strength on its outline, inner edges, Lab
+    contrast to a ring around it."""
+    m8 = mask.astype(np.uint8)
+    kernel = np.ones((3, 3), np.uint8)
+    outline = mask & ~cv2.erode(m8, kernel).astype(bool)
+    ring = cv2.dilate(m8, kernel, iterations=3).astype(bool) & ~mask
+    if not outline.any() or not ring.any():
+        return 0.0, 0.0, 0.0
+    inside = mask & ~outline
+    colour = float(np.linalg.norm(lab[mask].mean(0) - lab[ring].mean(0)))
+    return float(edges[outline].mean()), float(edges[inside].mean()) if inside.any() else 0.0, colour
+
+
 def propose_regions(image: np.ndarray, stability_offset: float = 1.0, work_side: int = WORK_SIDE) -> Proposals:
     """Candidate regions of an HxWx3 uint8 RGB image (a crop) as :class:`Proposals` at its size.
 
@@ -450,13 +513,50 @@ def propose_regions(image: np.ndarray, stability_offset: float = 1.0, work_side:
     points = (np.concatenate([p.points for p in pools]) + 0.5) * np.array([w / sw, h / sh], np.float32)
     points = np.minimum(points, np.array([w - 1, h - 1], np.float32))
 
+    # Graph-cut refinement of the best distinct candidates: a region hierarchy rarely has a node that
+    # follows the whole object's outline, but its box is a good GrabCut prompt.
+    refined: list[np.ndarray] = []
+    if REFINE_SEEDS:
+        boxes = np.concatenate([_boxes_of_sets(p.labels, p.leaf_sets) for p in pools])
+        frac = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) / float(sw * sh)
+        lo, hi = REFINE_AREA_FRACTION
+        eligible = np.flatnonzero((frac >= lo) & (frac <= hi))
+        rank = (iou * stab)[eligible]
+        seeds = eligible[box_nms(boxes[eligible], rank, REFINE_BOX_NMS)[:REFINE_SEEDS]]
+        bgr = np.ascontiguousarray(small[..., ::-1])
+        extra_features, extra_stab, extra_points = [], [], []
+        for i in seeds:
+            cut, cut_stab = graph_cut_refine(bgr, boxes[i])
+            if cut.sum() < MIN_AREA_FRACTION * cut.size:
+                continue
+            refined.append(cut)
+            extra_features.append(_pixel_features(cut, lab, edges))
+            extra_stab.append(cut_stab)
+            inner = ndimage.distance_transform_edt(cut)
+            y, x = np.unravel_index(np.argmax(inner), inner.shape)
+            extra_points.append(((x + 0.5) * w / sw, (y + 0.5) * h / sh))
+        if refined:
+            # A cut supersedes the region candidates with nearly its box (its seed among them): it is the
+            # same object snapped to its edges, so NMS must not keep a ragged region in its place.
+            cut_boxes = masks_to_boxes(np.stack(refined)).astype(np.float64)
+            kept = np.flatnonzero(box_iou(boxes, cut_boxes).max(axis=1) <= REFINE_SUPERSEDE)
+            owner, local = owner[kept], local[kept]
+            features = np.concatenate([features[kept], np.asarray(extra_features, np.float64)])
+            iou = objectness(features)
+            stab = np.concatenate([stab[kept], np.asarray(extra_stab, np.float32)])
+            points = np.concatenate([points[kept], np.asarray(extra_points, np.float32)])
+    n_regions = len(owner)
+
     def masks(indices: np.ndarray) -> np.ndarray:
         out = np.zeros((len(indices), h, w), bool)
         for n_, i in enumerate(indices):
-            pool = pools[owner[i]]
-            member = np.zeros(int(pool.labels.max()) + 1, np.float32)
-            member[pool.leaf_sets[local[i]]] = 1.0
-            soft = member[pool.labels]
+            if i >= n_regions:
+                soft = refined[i - n_regions].astype(np.float32)
+            else:
+                pool = pools[owner[i]]
+                member = np.zeros(int(pool.labels.max()) + 1, np.float32)
+                member[pool.leaf_sets[local[i]]] = 1.0
+                soft = member[pool.labels]
             if scale < 1:  # upsample the soft membership, then cut: smoother than nearest-neighbour
                 soft = cv2.resize(soft, (w, h), interpolation=cv2.INTER_LINEAR)
             out[n_] = soft > 0.5
