@@ -408,6 +408,70 @@ def test_onnx_decoder_equals_torch_decoder(family, sam_engine, sam2_engine, embe
 
 
 @pytest.mark.parametrize("family", ["sam", "sam2"])
+def test_fast_onnx_decoder_equals_torch_decoder_with_mask_input_and_fp16(family, sam_engine, sam2_engine, embeddings):
+    """The fast ONNX graph (FastPromptDecoder) equals the torch PromptDecoder with mask inputs, in a batch and
+    one by one, and on an fp16-stored embedding (per-image inputs prepared once, then reused)."""
+    engine = sam_engine if family == "sam" else sam2_engine
+    assert engine.fast_decoder and engine.decoder_backend == "onnx"
+    size = SIZES[0]
+    h, w = size
+    emb = embeddings[(family, size)]
+    first = engine.decode(emb, _prompts(size)[0], True)
+    mask = first.logits[np.argmax(first.scores)][None]
+    prompts = _prompts(size) + [
+        validate_prompt(size, [[w * 0.3, h * 0.3], [w * 0.8, h * 0.7]], [1, 0], mask_input=mask),
+        validate_prompt(size, box=[w * 0.1, h * 0.2, w * 0.7, h * 0.8], mask_input=mask),
+    ]
+    try:
+        for multimask in (True, False):
+            engine.set_decoder("torch")
+            ref = engine.decode_batch(emb, prompts, multimask)
+            engine.set_decoder("onnx")
+            batch = engine.decode_batch(emb, prompts, multimask)
+            single = [engine.decode(emb, p, multimask) for p in prompts]
+            for a, b, c in zip(batch, single, ref):
+                for got in (a, b):
+                    np.testing.assert_allclose(got.logits, c.logits, atol=1e-3)
+                    np.testing.assert_allclose(got.scores, c.scores, atol=1e-4)
+                    assert all(iou(x, y) >= 0.99 for x, y in zip(got.masks, c.masks))
+    finally:
+        engine.set_decoder("onnx")
+    half = sam_common.embedding_to_fp16(emb)
+    for _ in range(2):  # the second call uses the prepared per-image inputs
+        got = engine.decode(half, prompts[0], True)
+        assert all(iou(x, y) >= 0.99 for x, y in zip(got.masks, first.masks))
+
+
+@pytest.mark.parametrize("family", ["sam", "sam2"])
+def test_fast_prompt_decoder_plain_and_folded_equal_prompt_decoder(family, sam_engine, sam2_engine):
+    """FastPromptDecoder in torch, with folded and with plain attention, against PromptDecoder (batch of 2,
+    one prompt with a mask input, many tokens so the folded path is not the cheap case)."""
+    from maskwright.engines.sam import FastPromptDecoder, PromptDecoder, nested_high_res
+
+    engine = sam_engine if family == "sam" else sam2_engine
+    model = engine.model
+    g = torch.Generator().manual_seed(3)
+    emb, *high = engine._encode_shapes()
+    coords = torch.rand(2, 12, 2, generator=g) * 1000
+    labels = torch.tensor([[1.0, 0.0] * 5 + [2.0, 3.0], [1.0] * 11 + [-1.0]])
+    masks = torch.randn(2, 1, 256, 256, generator=g)
+    has = torch.tensor([[1.0], [0.0]])
+    with torch.no_grad():
+        dense = model.prompt_encoder.mask_embed(masks).flatten(2).transpose(1, 2)
+        no_mask = model.prompt_encoder.no_mask_embed.weight.reshape(1, 1, -1)
+        tokens = emb.flatten(2).transpose(1, 2) + torch.where(has[:, :, None] > 0, dense, no_mask)
+        nested = [torch.from_numpy(nested_high_res(f.numpy(), tuple(emb.shape[-2:]))) for f in high[::-1]]
+        for multimask in (True, False):
+            ref_masks, ref_scores = PromptDecoder(model, family, multimask)(emb, coords, labels, masks, has, *high)
+            for folded in (True, False):
+                got_masks, got_scores = FastPromptDecoder(model, family, multimask, folded)(
+                    tokens, coords, labels, *nested
+                )
+                np.testing.assert_allclose(got_masks.numpy(), ref_masks.numpy(), atol=1e-4)
+                np.testing.assert_allclose(got_scores.numpy(), ref_scores.numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["sam", "sam2"])
 def test_decode_batch_equals_per_prompt_decode(family, sam_engine, sam2_engine, embeddings, monkeypatch):
     import maskwright.engines.sam as sam_module
 

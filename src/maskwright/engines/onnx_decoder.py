@@ -12,6 +12,11 @@ The exported graph is :class:`maskwright.engines.sam.PromptDecoder` (one per mul
 * ``mask_input`` (B, 1, 256, 256) float32 and ``has_mask_input`` (B, 1) float32,
 
 and outputs ``low_res_masks`` (B, K, 256, 256) and ``iou_scores`` (B, K); B and T are dynamic.
+
+SAM and SAM 2 click with :class:`maskwright.engines.sam.FastPromptDecoder` graphs instead (same outputs,
+about half the work; inputs :func:`fast_decoder_input_names`): ``image_tokens`` (B, 4096, C) (image +
+dense prompt embedding, position-major), the points as above, and for SAM 2 the high-resolution features
+re-ordered once per image (``high_res_1`` (1, 4096, 4, C/4), ``high_res_0`` (1, 4096, 16, C/8)).
 """
 
 from __future__ import annotations
@@ -34,36 +39,62 @@ def decoder_input_names(n_high_res: int) -> list[str]:
     return names + [f"high_res_feats_{i}" for i in range(n_high_res)]
 
 
+def fast_decoder_input_names(n_high_res: int) -> list[str]:
+    """Inputs of a :class:`~maskwright.engines.sam.FastPromptDecoder` graph (in its ``forward`` order)."""
+    return ["image_tokens", "point_coords", "point_labels"] + ["high_res_1", "high_res_0"][:n_high_res]
+
+
+# Dynamic dimensions of every input that has any (B = prompts in the batch, T = sparse tokens per prompt).
+DYNAMIC_AXES = {
+    "image_tokens": {0: "batch"},
+    "point_coords": {0: "batch", 1: "tokens"},
+    "point_labels": {0: "batch", 1: "tokens"},
+    "mask_input": {0: "batch"},
+    "has_mask_input": {0: "batch"},
+}
+
+
 def onnx_path(directory: Path, multimask_output: bool) -> Path:
     return Path(directory) / ("decoder_multimask.onnx" if multimask_output else "decoder_single.onnx")
+
+
+def graph_input_names(path: Path) -> list[str]:
+    """Input names of an ONNX file (to tell a cached graph of another decoder layout); [] if unreadable."""
+    import onnx
+
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception:  # a truncated or foreign file: export again
+        return []
+    initializers = {i.name for i in graph.initializer}
+    return [i.name for i in graph.input if i.name not in initializers]
 
 
 EXPORTERS = ("torchscript", "dynamo")
 
 
 def export_decoder(
-    module, example_inputs: tuple, path: Path, n_high_res: int, exporters: tuple[str, ...] | None = None
+    module,
+    example_inputs: tuple,
+    path: Path,
+    n_high_res: int,
+    exporters: tuple[str, ...] | None = None,
+    input_names: list[str] | None = None,
 ) -> Path:
     """Export a :class:`PromptDecoder` to ``path`` (atomically: other processes never see half a file).
 
     ``exporters`` are tried in order (default ``MASKWRIGHT_ONNX_EXPORTER`` first if set, then TorchScript,
     then ``dynamo=True``): on a shared 2-core CPU the TorchScript exporter takes ~3 s per graph, the dynamo
     one ~15 s; both give the same graph maths (tests check ONNX == torch on varying batch and token counts).
-    Raises ``RuntimeError`` when none works.
+    Raises ``RuntimeError`` when none works. ``input_names`` default to :func:`decoder_input_names`.
     """
     import torch
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    names = decoder_input_names(n_high_res)
-    dynamic_axes = {
-        "point_coords": {0: "batch", 1: "tokens"},
-        "point_labels": {0: "batch", 1: "tokens"},
-        "mask_input": {0: "batch"},
-        "has_mask_input": {0: "batch"},
-        "low_res_masks": {0: "batch"},
-        "iou_scores": {0: "batch"},
-    }
+    names = list(input_names or decoder_input_names(n_high_res))
+    dynamic_axes = {n: DYNAMIC_AXES[n] for n in names if n in DYNAMIC_AXES}
+    dynamic_axes.update(low_res_masks={0: "batch"}, iou_scores={0: "batch"})
     errors = []
     start = time.perf_counter()
     if exporters is None:
@@ -78,14 +109,13 @@ def export_decoder(
         try:
             kwargs = dict(input_names=names, output_names=OUTPUT_NAMES, opset_version=18)
             if dynamo:
-                batch, tokens = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("tokens", min=1, max=64)
-                shapes = {n: None for n in names}
-                shapes.update(
-                    point_coords={0: batch, 1: tokens},
-                    point_labels={0: batch, 1: tokens},
-                    mask_input={0: batch},
-                    has_mask_input={0: batch},
-                )
+                dims = {
+                    "batch": torch.export.Dim("batch", min=1, max=4096),
+                    "tokens": torch.export.Dim("tokens", min=1, max=64),
+                }
+                shapes = {
+                    n: {i: dims[d] for i, d in dynamic_axes[n].items()} if n in dynamic_axes else None for n in names
+                }
                 program = torch.onnx.export(
                     module,
                     example_inputs,
