@@ -69,7 +69,7 @@ CATALOGUE: dict[str, ModelInfo] = {
     for m in [
         ModelInfo(
             "sam2.1-hiera-tiny",
-            "facebook/sam2.1-hiera-tiny-hf",
+            "facebook/sam2.1-hiera-tiny",
             "sam2",
             156,
             2.3,
@@ -80,7 +80,7 @@ CATALOGUE: dict[str, ModelInfo] = {
         ),
         ModelInfo(
             "sam2.1-hiera-small",
-            "facebook/sam2.1-hiera-small-hf",
+            "facebook/sam2.1-hiera-small",
             "sam2",
             184,
             3.0,
@@ -91,7 +91,7 @@ CATALOGUE: dict[str, ModelInfo] = {
         ),
         ModelInfo(
             "sam2.1-hiera-base-plus",
-            "facebook/sam2.1-hiera-base-plus-hf",
+            "facebook/sam2.1-hiera-base-plus",
             "sam2",
             323,
             6.0,
@@ -102,7 +102,7 @@ CATALOGUE: dict[str, ModelInfo] = {
         ),
         ModelInfo(
             "sam2.1-hiera-large",
-            "facebook/sam2.1-hiera-large-hf",
+            "facebook/sam2.1-hiera-large",
             "sam2",
             898,
             18.0,

@@ -2,7 +2,8 @@
 
 Engine names are the catalogue names of :mod:`maskwright.engines.hub` (``sam2.1-hiera-tiny``,
 ``sam-vit-base``, ...); any directory in Hugging Face format (config.json + *.safetensors, model_type
-``sam``, ``sam_hq`` or ``sam2``) is also accepted as an engine name, e.g. ``Predictor("path/to/tiny-sam")``.
+``sam``, ``sam_hq``, ``sam2`` or ``sam2_video``) is also accepted as an engine name, e.g.
+``Predictor("path/to/tiny-sam")``.
 
 Engine options (decoder backend, encoder dtype, threads) are read from the environment by
 :func:`load_sam_engine` when an engine is created by name; pass them explicitly to choose per engine:
@@ -23,7 +24,10 @@ import os
 from maskwright.engines import hub
 from maskwright.engines.registry import EngineSpec, register, register_resolver
 
-SAM_MODEL_TYPES = ("sam", "sam_hq", "sam2")
+# The official SAM 2.1 repositories (facebook/sam2.1-hiera-*) hold transformers weights of type
+# ``sam2_video``: the image model's modules under the same names plus memory modules, which
+# Sam2Model loads without missing keys (tested on a saved Sam2VideoConfig model).
+SAM_MODEL_TYPES = ("sam", "sam_hq", "sam2", "sam2_video")
 
 
 def _env_int(name: str) -> int | None:
@@ -63,7 +67,7 @@ def load_sam_engine(
         batch_threads=batch_threads or _env_int("MASKWRIGHT_BATCH_THREADS"),
     )
     name = name_or_dir if name_or_dir in hub.CATALOGUE else str(model_dir)
-    if model_type == "sam2":
+    if model_type in ("sam2", "sam2_video"):
         from maskwright.engines.sam2 import Sam2Engine
 
         return Sam2Engine(model_dir, name=name, **options)
