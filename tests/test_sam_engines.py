@@ -534,6 +534,26 @@ def test_bf16_encoder_agrees_with_fp32(sam_dir, cache_dir, images, embeddings):
     assert np.mean(ious) >= 0.98, ious
 
 
+def test_sam2_bf16_encoder_equals_transformers_bf16_and_agrees_with_fp32(sam2_dir, cache_dir, images, embeddings):
+    """SAM 2's lean Hiera forward in bf16 (fused oneDNN linears) matches transformers' own forward with the
+    same bf16 weights, and its masks agree with the fp32 embedding's (IoU >= 0.98)."""
+    engine = load_sam_engine(str(sam2_dir), decoder="onnx", encoder_dtype="bfloat16")
+    size = SIZES[1]
+    emb16 = engine.embed(images[size])
+    assert emb16.meta["encoder_dtype"] == "bfloat16"
+    pixel = torch.from_numpy(sam_common.preprocess_sam2(images[size])).to(torch.bfloat16)
+    with torch.no_grad():
+        ref = engine.model.vision_encoder(pixel).fpn_hidden_states[-1].float()
+        ref = ref + engine.model.no_memory_embedding.reshape(1, -1, 1, 1)
+    got = torch.from_numpy(emb16.arrays["image_embeddings"])
+    assert float((got - ref).abs().max()) <= 0.02 * float(ref.abs().max())
+    emb32 = embeddings[("sam2", size)]
+    ious = [
+        iou(engine.decode(emb16, p, False).masks[0], engine.decode(emb32, p, False).masks[0]) for p in _prompts(size)
+    ]
+    assert np.mean(ious) >= 0.98, ious
+
+
 def test_decode_rejects_an_embedding_of_another_family(sam2_engine, embeddings):
     size = SIZES[0]
     with pytest.raises(ValueError, match="high_res_feats_0"):
