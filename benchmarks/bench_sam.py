@@ -4,12 +4,16 @@ Per model config (real-size ``sam-vit-base`` and ``sam2.1-hiera-tiny`` architect
 re-initialised to a realistic scale -- the hub is unreachable here; speed does not depend on the values):
 
 * ``set_image`` seconds: plain recipe = processor + ``get_image_embeddings`` in fp32 (as the docs show);
-  maskwright = numpy preprocessing + encoder (bf16 autocast where the CPU has AMX / AVX512-BF16);
+  maskwright = numpy preprocessing + encoder with bf16 weights where the CPU has AMX / AVX512-BF16 (SAM 2:
+  maskwright's lean Hiera forward with fused oneDNN linears);
 * ``predict`` milliseconds for 1 click, 3 clicks and a box: plain = processor + ``model(...)`` +
   ``post_process_masks`` (SAM 2: its processor needs torchvision, so plain = ``model(...)`` +
-  ``F.interpolate``); maskwright = ``Predictor.predict`` (ONNX Runtime decoder, 1 thread);
+  ``F.interpolate``); maskwright = ``Predictor.predict`` (``FastPromptDecoder`` on ONNX Runtime, 1 thread);
 * ``predict`` while another process encodes images in a loop (the situation of a server);
-* mask agreement of maskwright's bf16 embedding vs the fp32 one (IoU of each returned mask).
+* mask agreement of maskwright's bf16 embedding vs the fp32 one (IoU of each returned mask);
+* components, old vs new path side by side in this process (interleaved, medians): the click decoder graph
+  (``PromptDecoder`` exported as is, maskwright <= 8049d0b, vs ``FastPromptDecoder``) and, for SAM 2, the
+  bf16 encoder (``transformers``' ``Sam2VisionModel`` forward vs maskwright's lean Hiera forward).
 
 Goals: predict median <= 50 ms and p95 <= 100 ms with a concurrent encode; set_image >= 2x faster than
 the plain recipe with IoU >= 0.98. Usage::
@@ -177,6 +181,75 @@ with torch.no_grad():
 """
 
 
+def interleaved(fns: dict, n: int) -> dict:
+    """Median seconds of each function, runs interleaved (old, new, old, new, ...) after one warm-up."""
+    for fn in fns.values():
+        fn()
+    times: dict = {k: [] for k in fns}
+    for _ in range(n):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def bench_components(engine, embedding, image: np.ndarray, workdir: Path, clicks: int, repeats: int) -> dict:
+    """Old vs new click decoder graph (1 click, ONNX Runtime, 1 thread) and, for SAM 2, old vs new bf16 encoder."""
+    import torch
+
+    from maskwright.engines.onnx_decoder import OnnxDecoder, decoder_input_names, export_decoder
+    from maskwright.engines.sam import PromptDecoder
+    from maskwright.predictor import validate_prompt
+
+    out: dict = {}
+    h, w = image.shape[:2]
+    prompt = validate_prompt((h, w), [[w * 0.5, h * 0.5]], [1])
+    coords, labels = engine._tokens(prompt, (h, w))
+    n_high = len(engine.high_res_names)
+    old_path = workdir / f"{engine.family}-prompt-decoder.onnx"
+    export_decoder(PromptDecoder(engine.model, engine.family, True).eval(), engine._example_inputs(), old_path, n_high)
+    old = OnnxDecoder(old_path, engine.decoder_threads)
+    arrays = embedding.arrays
+    feeds = dict(zip(decoder_input_names(n_high), [arrays["image_embeddings"], coords[None], labels[None]]))
+    feeds.update(mask_input=np.zeros((1, 1, 256, 256), np.float32), has_mask_input=np.zeros((1, 1), np.float32))
+    feeds.update({n: arrays[n] for n in engine.high_res_names})
+    new = engine._onnx_session(True, False)
+    prepared = engine._prepare(embedding)
+    new_feeds = {"image_tokens": prepared["no_mask"], "point_coords": coords[None], "point_labels": labels[None]}
+    new_feeds.update({k: v for k, v in prepared.items() if k.startswith("high_res_")})
+    a, b = old.run(feeds)[0], new.run(new_feeds)[0]
+    med = interleaved({"old": lambda: old.run(feeds), "new": lambda: new.run(new_feeds)}, clicks)
+    out["decoder_graph_1_click_ms"] = {
+        "PromptDecoder (old)": round(med["old"] * 1000, 1),
+        "FastPromptDecoder (new)": round(med["new"] * 1000, 1),
+        "speedup": round(med["old"] / med["new"], 2),
+        "max_abs_logit_diff": float(np.abs(a - b).max()),
+    }
+    if engine.family == "sam2" and engine.encoder_dtype == "bfloat16":
+        from maskwright.engines.sam2 import hiera_fpn_features
+        from maskwright.engines.sam_common import preprocess_sam2
+
+        pixel = torch.from_numpy(preprocess_sam2(image)).to(torch.bfloat16)
+        encoder, cache = engine.model.vision_encoder, {}
+
+        def old_encoder():
+            with torch.inference_mode():
+                return encoder(pixel).fpn_hidden_states
+
+        def new_encoder():
+            with torch.inference_mode():
+                return hiera_fpn_features(encoder, pixel, cache)
+
+        med = interleaved({"old": old_encoder, "new": new_encoder}, repeats)
+        out["sam2_bf16_encoder_s"] = {
+            "transformers Sam2VisionModel (old)": round(med["old"], 2),
+            "lean Hiera forward (new)": round(med["new"], 2),
+            "speedup": round(med["old"] / med["new"], 2),
+        }
+    return out
+
+
 def bench_model(kind: str, workdir: Path, repeats: int, clicks: int) -> dict:
     import torch
 
@@ -197,7 +270,6 @@ def bench_model(kind: str, workdir: Path, repeats: int, clicks: int) -> dict:
 
     plain = PlainRecipe(kind, model_dir)
     plain.set_image(image)  # warm-up
-    result["plain_set_image_s"] = [round(t, 2) for t in timed(lambda: plain.set_image(image), repeats)]
 
     t = time.perf_counter()
     engine = load_sam_engine(str(model_dir), decoder="onnx")
@@ -205,7 +277,13 @@ def bench_model(kind: str, workdir: Path, repeats: int, clicks: int) -> dict:
     result["maskwright_engine"] = engine.describe()
     predictor = Predictor(engine, cache_size=0)
     predictor.set_image(image)  # warm-up
-    result["maskwright_set_image_s"] = [round(t, 2) for t in timed(lambda: predictor.set_image(image), repeats)]
+    # Interleaved (plain, maskwright, plain, ...) so a change of load on a shared machine hits both alike.
+    both = {"plain": [], "maskwright": []}
+    for _ in range(repeats):
+        both["plain"] += timed(lambda: plain.set_image(image), 1)
+        both["maskwright"] += timed(lambda: predictor.set_image(image), 1)
+    result["plain_set_image_s"] = [round(t, 2) for t in both["plain"]]
+    result["maskwright_set_image_s"] = [round(t, 2) for t in both["maskwright"]]
     result["set_image_speedup"] = round(
         float(np.median(result["plain_set_image_s"]) / np.median(result["maskwright_set_image_s"])), 2
     )
@@ -225,10 +303,17 @@ def bench_model(kind: str, workdir: Path, repeats: int, clicks: int) -> dict:
     for label, prompt in prompts_for(h, w).items():
         plain.predict(**prompt)
         predictor.predict(**prompt)
-        p = stats_ms(timed(lambda prompt=prompt: plain.predict(**prompt), clicks))
-        m = stats_ms(timed(lambda prompt=prompt: predictor.predict(**prompt), clicks))
+        p_times, m_times = [], []
+        for _ in range(clicks):  # interleaved, as set_image
+            p_times += timed(lambda prompt=prompt: plain.predict(**prompt), 1)
+            m_times += timed(lambda prompt=prompt: predictor.predict(**prompt), 1)
+        p, m = stats_ms(p_times), stats_ms(m_times)
         predict[label] = {"plain": p, "maskwright": m, "speedup": round(p["median_ms"] / m["median_ms"], 2)}
     result["predict"] = predict
+
+    result["components_old_vs_new"] = bench_components(
+        engine, predictor.get_image_embedding(), image, workdir, clicks, repeats
+    )
 
     # Segment-everything style: 32 single-point prompts, a loop of decode vs one decode_batch.
     from maskwright.predictor import validate_prompt
