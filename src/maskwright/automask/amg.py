@@ -163,6 +163,46 @@ def box_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.n
     return np.asarray(keep, np.int64)
 
 
+def mask_aware_nms(
+    masks: np.ndarray, boxes: np.ndarray, scores: np.ndarray, box_threshold: float, mask_threshold: float
+) -> np.ndarray:
+    """Greedy NMS that drops a mask only if it duplicates a kept one by box *and* by pixels.
+
+    A mask is dropped when, for some kept higher-scored mask, the box IoU is strictly above
+    ``box_threshold`` and the mask IoU is strictly above ``mask_threshold``. Box NMS alone also drops
+    distinct masks that share a box (an object and the object plus a strip of background); with
+    ``mask_threshold=0`` this is plain :func:`box_nms` (for masks that overlap at all).
+
+    Args:
+        masks: ``(N, H, W)`` bool (or a list of ``(H, W)`` bool arrays).
+        boxes: ``(N, 4)`` XYXY.
+        scores: ``(N,)``; higher is kept first (ties keep the earlier mask).
+    Returns:
+        Indices of the kept masks, by decreasing score.
+    """
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    scores = np.asarray(scores, np.float64).reshape(-1)
+    if not (len(masks) == len(boxes) == len(scores)):
+        raise ValueError(f"masks ({len(masks)}), boxes ({len(boxes)}) and scores ({len(scores)}) must match")
+    order = np.argsort(-scores, kind="stable")
+    ious = box_iou(boxes, boxes)
+    areas = np.array([np.count_nonzero(m) for m in masks], np.float64)
+    keep: list[int] = []
+    for i in order:
+        duplicate = False
+        for k in keep:
+            if ious[i, k] <= box_threshold:
+                continue
+            inter = np.count_nonzero(masks[i] & masks[k])
+            union = areas[i] + areas[k] - inter
+            if union > 0 and inter / union > mask_threshold:
+                duplicate = True
+                break
+        if not duplicate:
+            keep.append(i)
+    return np.asarray(keep, np.int64)
+
+
 def is_box_near_crop_edge(
     boxes: np.ndarray, crop_box: list[int], orig_box: list[int], atol: float = 20.0
 ) -> np.ndarray:

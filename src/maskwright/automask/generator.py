@@ -29,6 +29,7 @@ from maskwright.automask.amg import (
     build_all_layer_point_grids,
     generate_crop_boxes,
     is_box_near_crop_edge,
+    mask_aware_nms,
     masks_to_boxes,
     stability_score,
     uncrop_boxes_xyxy,
@@ -59,6 +60,9 @@ class Proposals:
     masks: Callable[[np.ndarray], np.ndarray]
     #: optional (N, F) features behind ``predicted_iou`` (kept for analysing the scores)
     features: np.ndarray | None = None
+    #: when set, NMS within the crop drops a mask only if it duplicates a better one by box (IoU above
+    #: ``box_nms_thresh``) *and* by pixels (mask IoU above this); None keeps SAM's plain box NMS
+    nms_mask_iou: float | None = None
 
     def __len__(self) -> int:
         return len(self.predicted_iou)
@@ -280,8 +284,10 @@ class AutoMaskGenerator:
             batches = self._grid_proposals(image, crop_box, layer)
         h, w = image.shape[:2]
         out = _MaskSet()
+        nms_mask_iou: float | None = None
         for props in batches:
             self._advance()
+            nms_mask_iou = props.nms_mask_iou
             stats["candidates"] += len(props)
             keep = np.ones(len(props), bool)
             if self.pred_iou_thresh > 0:
@@ -306,7 +312,12 @@ class AutoMaskGenerator:
                 out.stability.append(float(props.stability[j]))
                 out.points.append(uncrop_points(props.points[j], crop_box))
                 out.crop_boxes.append(list(crop_box))
-        if len(out):
+        if len(out) and nms_mask_iou is not None:
+            keep = mask_aware_nms(
+                out.masks, np.asarray(out.boxes), np.asarray(out.predicted_iou), self.box_nms_thresh, nms_mask_iou
+            )
+            out = out.select(keep)
+        elif len(out):
             out = out.select(box_nms(np.asarray(out.boxes), np.asarray(out.predicted_iou), self.box_nms_thresh))
         if [x0, y0, x1, y1] != [0, 0, w, h]:
             for k, m in enumerate(out.masks):

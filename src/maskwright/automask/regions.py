@@ -30,7 +30,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.segmentation import slic
 
-from maskwright.automask.amg import box_iou, box_nms, masks_to_boxes
+from maskwright.automask.amg import box_nms
 from maskwright.automask.generator import Proposals
 
 WORK_SIDE = 320  # longest side of the working resolution, pixels
@@ -43,12 +43,22 @@ MAX_AREA_FRACTION = 0.95  # nor larger than this (the whole image is not an obje
 SALIENCY_SUPERPIXELS = 400  # superpixels of the border-saliency candidates (0 disables them)
 SALIENCY_LEVELS = tuple(np.linspace(0.1, 0.9, 17))  # thresholds of the saliency map, in [0, 1]
 SALIENCY_BAND = 0.05  # half-width of the saliency band for stability, per unit of offset
-REFINE_SEEDS = 15  # best region candidates (distinct boxes) refined by a graph cut (0 disables)
+REFINE_SEEDS = 15  # best region candidates (distinct boxes) refined by graph cuts (0 disables)
 REFINE_BOX_NMS = 0.7  # box IoU above which a lower-ranked seed is a duplicate of a chosen one
-REFINE_SUPERSEDE = 0.7  # region candidates whose box has IoU above this with a cut's box give way to it
+REFINE_SUPERSEDE = 0.9  # region candidates whose mask IoU with a cut is above this give way to it
 REFINE_AREA_FRACTION = (0.02, 0.8)  # seeds outside this range of the image's area are not refined
 REFINE_MARGIN = 0.1  # the graph cut's box is the seed's box grown by this fraction of its size per side
 REFINE_ITERATIONS = 3  # GrabCut iterations; stability compares the cut before and after the last one
+CUT_MIN_PART_FRACTION = 0.002  # islands and holes of a cut under this fraction of the image are specks
+OUTPUT_SPECK_FRACTION = 0.001  # islands and holes under this fraction of the image are removed from outputs
+NMS_MASK_IOU = 0.75  # same-box candidates are duplicates only if their masks overlap more than this
+#: ranking of candidates (their predicted-IoU proxy): weights of a linear score over
+#: (mean edge strength on the outline, mean edge strength on superpixel borders inside, Lab contrast to
+#: the neighbours / COLOUR_SCALE, stability, 1 for a graph cut, log of the area fraction, border contact).
+#: Fitted once, on the even-indexed GrabCut photos only, so that of two overlapping candidates of the
+#: annotated object the better-fitting one scores higher (pairwise logistic loss); global constants.
+RANK_WEIGHTS = (3.9, 2.4, 0.6, 0.5, 1.0, 1.4, -8.3)
+RANK_THRESHOLD = -1.4  # the score mapped to predicted IoU 0.88 (SAM's default pred_iou_thresh)
 #: merge orders pooled for candidates:
 #: (superpixel count, Lab distance scale, small-region fraction, weight of border saliency in Lab units)
 HIERARCHIES: tuple[tuple[int, float, float, float], ...] = (
@@ -458,6 +468,37 @@ def graph_cut_refine(bgr: np.ndarray, box: np.ndarray, margin: float = REFINE_MA
     return after, (np.count_nonzero(before & after) / union if union else 0.0)
 
 
+def graph_cut_from_mask(
+    bgr: np.ndarray, seed: np.ndarray, box: np.ndarray, margin: float = REFINE_MARGIN
+) -> tuple[np.ndarray, float]:
+    """Snap a candidate to object boundaries: GrabCut initialised from its own pixels.
+
+    The seed's pixels start as probable foreground, the rest of its XYXY box grown by ``margin`` as
+    probable background and everything outside that box as sure background. Returns ``(mask (h, w)
+    bool, stability)`` as :func:`graph_cut_refine` does.
+    """
+    h, w = bgr.shape[:2]
+    x0, y0, x1, y1 = box
+    mx, my = margin * (x1 - x0) + 2, margin * (y1 - y0) + 2
+    rx0, ry0 = int(max(0, x0 - mx)), int(max(0, y0 - my))
+    rx1, ry1 = int(min(w, x1 + mx)), int(min(h, y1 + my))
+    state = np.full((h, w), cv2.GC_BGD, np.uint8)
+    state[ry0:ry1, rx0:rx1] = cv2.GC_PR_BGD
+    state[seed] = cv2.GC_PR_FGD
+    empty = np.zeros((h, w), bool)
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(0)
+    try:
+        cv2.grabCut(bgr, state, None, bgd, fgd, REFINE_ITERATIONS - 1, cv2.GC_INIT_WITH_MASK)
+        before = (state == cv2.GC_FGD) | (state == cv2.GC_PR_FGD)
+        cv2.grabCut(bgr, state, None, bgd, fgd, 1, cv2.GC_EVAL)
+    except cv2.error:  # too few pixels on one side to fit the colour models
+        return empty, 0.0
+    after = (state == cv2.GC_FGD) | (state == cv2.GC_PR_FGD)
+    union = np.count_nonzero(before | after)
+    return after, (np.count_nonzero(before & after) / union if union else 0.0)
+
+
 def _pixel_features(mask: np.ndarray, lab: np.ndarray, edges: np.ndarray) -> tuple[float, float, float]:
     """:func:`objectness` features of a pixel mask: edge strength on its outline, inner edges, Lab
     contrast to a ring around it."""
@@ -508,44 +549,59 @@ def propose_regions(image: np.ndarray, stability_offset: float = 1.0, work_side:
     owner = np.concatenate([np.full(len(p.leaf_sets), i) for i, p in enumerate(pools)])
     local = np.concatenate([np.arange(len(p.leaf_sets)) for p in pools])
     features = np.concatenate([p.features for p in pools])
-    iou = objectness(features)
     stab = np.concatenate([p.stability for p in pools]).astype(np.float32)
     points = (np.concatenate([p.points for p in pools]) + 0.5) * np.array([w / sw, h / sh], np.float32)
     points = np.minimum(points, np.array([w - 1, h - 1], np.float32))
+    shape_features = np.concatenate([_set_shape_features(p.labels, p.leaf_sets) for p in pools])
+    is_cut = np.zeros(len(owner), bool)
 
     # Graph-cut refinement of the best distinct candidates: a region hierarchy rarely has a node that
-    # follows the whole object's outline, but its box is a good GrabCut prompt.
+    # follows the whole object's outline, but its box and its pixels are good GrabCut prompts. Each seed
+    # is cut twice (from its box, and from its own pixels): either can fail where the other holds.
     refined: list[np.ndarray] = []
     if REFINE_SEEDS:
         boxes = np.concatenate([_boxes_of_sets(p.labels, p.leaf_sets) for p in pools])
         frac = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) / float(sw * sh)
         lo, hi = REFINE_AREA_FRACTION
         eligible = np.flatnonzero((frac >= lo) & (frac <= hi))
-        rank = (iou * stab)[eligible]
+        rank = (objectness(features) * stab)[eligible]
         seeds = eligible[box_nms(boxes[eligible], rank, REFINE_BOX_NMS)[:REFINE_SEEDS]]
         bgr = np.ascontiguousarray(small[..., ::-1])
         extra_features, extra_stab, extra_points = [], [], []
+        min_part = max(1, round(CUT_MIN_PART_FRACTION * sw * sh))
         for i in seeds:
-            cut, cut_stab = graph_cut_refine(bgr, boxes[i])
-            if cut.sum() < MIN_AREA_FRACTION * cut.size:
-                continue
-            refined.append(cut)
-            extra_features.append(_pixel_features(cut, lab, edges))
-            extra_stab.append(cut_stab)
-            inner = ndimage.distance_transform_edt(cut)
-            y, x = np.unravel_index(np.argmax(inner), inner.shape)
-            extra_points.append(((x + 0.5) * w / sw, (y + 0.5) * h / sh))
+            pool = pools[owner[i]]
+            seed_mask = np.isin(pool.labels, pool.leaf_sets[local[i]])
+            for cut, cut_stab in (graph_cut_refine(bgr, boxes[i]), graph_cut_from_mask(bgr, seed_mask, boxes[i])):
+                cut = _clean(cut, min_part)
+                if cut.sum() < MIN_AREA_FRACTION * cut.size:
+                    continue
+                refined.append(cut)
+                extra_features.append(_pixel_features(cut, lab, edges))
+                extra_stab.append(cut_stab)
+                inner = ndimage.distance_transform_edt(cut)
+                y, x = np.unravel_index(np.argmax(inner), inner.shape)
+                extra_points.append(((x + 0.5) * w / sw, (y + 0.5) * h / sh))
         if refined:
-            # A cut supersedes the region candidates with nearly its box (its seed among them): it is the
-            # same object snapped to its edges, so NMS must not keep a ragged region in its place.
-            cut_boxes = masks_to_boxes(np.stack(refined)).astype(np.float64)
-            kept = np.flatnonzero(box_iou(boxes, cut_boxes).max(axis=1) <= REFINE_SUPERSEDE)
+            # A cut supersedes the region candidates with nearly its pixels: it is the same object snapped
+            # to its edges, so NMS must not keep a ragged copy next to it. (Comparing boxes instead also
+            # threw away good regions whenever a cut with a similar box bled into the background.)
+            kept = np.flatnonzero(
+                np.concatenate([_set_mask_iou(p.labels, p.leaf_sets, refined) for p in pools]) <= REFINE_SUPERSEDE
+            )
             owner, local = owner[kept], local[kept]
+            cut_shape = np.stack([_mask_shape_features(c) for c in refined])
             features = np.concatenate([features[kept], np.asarray(extra_features, np.float64)])
-            iou = objectness(features)
             stab = np.concatenate([stab[kept], np.asarray(extra_stab, np.float32)])
             points = np.concatenate([points[kept], np.asarray(extra_points, np.float32)])
+            shape_features = np.concatenate([shape_features[kept], cut_shape])
+            is_cut = np.concatenate([np.zeros(len(kept), bool), np.ones(len(refined), bool)])
     n_regions = len(owner)
+    rank_features = np.column_stack(
+        [features[:, 0], features[:, 1], features[:, 2] / COLOUR_SCALE, stab, is_cut, shape_features]
+    )
+    iou = rank_to_predicted_iou(rank_features @ np.asarray(RANK_WEIGHTS))
+    full_speck = max(1, round(OUTPUT_SPECK_FRACTION * h * w))
 
     def masks(indices: np.ndarray) -> np.ndarray:
         out = np.zeros((len(indices), h, w), bool)
@@ -559,7 +615,62 @@ def propose_regions(image: np.ndarray, stability_offset: float = 1.0, work_side:
                 soft = member[pool.labels]
             if scale < 1:  # upsample the soft membership, then cut: smoother than nearest-neighbour
                 soft = cv2.resize(soft, (w, h), interpolation=cv2.INTER_LINEAR)
-            out[n_] = soft > 0.5
+                # the cut can pinch off single pixels where the region touches itself diagonally
+                out[n_] = _clean(soft > 0.5, full_speck)
+            else:
+                out[n_] = soft > 0.5
         return out
 
-    return Proposals(iou, stab, points.astype(np.float32), masks, features=features)
+    return Proposals(iou, stab, points.astype(np.float32), masks, features=rank_features, nms_mask_iou=NMS_MASK_IOU)
+
+
+def rank_to_predicted_iou(score: np.ndarray) -> np.ndarray:
+    """Map ranking scores to the predicted-IoU scale: ``RANK_THRESHOLD`` lands on SAM's default
+    ``pred_iou_thresh`` (0.88), so the generator's default filter keeps the candidates scored above it."""
+    z = np.asarray(score, np.float64) - RANK_THRESHOLD + np.log(0.88 / 0.12)
+    return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+
+
+def _border_contact(mask: np.ndarray) -> float:
+    """Mean fraction of each of the four image edges covered by ``mask`` (0: floats inside, 1: everything)."""
+    return float((mask[0].mean() + mask[-1].mean() + mask[:, 0].mean() + mask[:, -1].mean()) / 4)
+
+
+def _mask_shape_features(mask: np.ndarray) -> np.ndarray:
+    """``[log area fraction, border contact]`` of a ``(h, w)`` bool mask (see ``RANK_WEIGHTS``)."""
+    return np.array([np.log(mask.mean() + 1e-4), _border_contact(mask)])
+
+
+def _set_shape_features(labels: np.ndarray, leaf_sets: list[np.ndarray]) -> np.ndarray:
+    """``(N, 2)`` :func:`_mask_shape_features` of sets of superpixels, from per-superpixel sums."""
+    n = int(labels.max()) + 1
+    area = np.bincount(labels.ravel(), minlength=n) / labels.size
+    sides = (labels[0], labels[-1], labels[:, 0], labels[:, -1])
+    edge = sum(np.bincount(side, minlength=n) / len(side) for side in sides)
+    out = np.zeros((len(leaf_sets), 2))
+    for k, leaves in enumerate(leaf_sets):
+        out[k] = (np.log(area[leaves].sum() + 1e-4), edge[leaves].sum() / 4)
+    return out
+
+
+def _set_mask_iou(labels: np.ndarray, leaf_sets: list[np.ndarray], cuts: list[np.ndarray]) -> np.ndarray:
+    """``(N,)`` highest mask IoU of each set of superpixels with any of ``cuts`` (bool masks at the labels' size)."""
+    n = int(labels.max()) + 1
+    flat = labels.ravel()
+    area = np.bincount(flat, minlength=n).astype(np.float64)
+    overlap = np.stack([np.bincount(flat, weights=c.ravel().astype(np.float64), minlength=n) for c in cuts], 1)
+    cut_area = np.array([c.sum() for c in cuts], np.float64)
+    out = np.zeros(len(leaf_sets))
+    for k, leaves in enumerate(leaf_sets):
+        inter = overlap[leaves].sum(0)
+        out[k] = (inter / (area[leaves].sum() + cut_area - inter)).max()
+    return out
+
+
+def _clean(mask: np.ndarray, min_part: int) -> np.ndarray:
+    """Drop islands and fill holes under ``min_part`` pixels: graph cuts leave specks in busy textures."""
+    from maskwright.masks.cleanup import remove_small_regions
+
+    mask, _ = remove_small_regions(mask, min_part, "islands")
+    mask, _ = remove_small_regions(mask, min_part, "holes")
+    return mask
