@@ -442,6 +442,22 @@ def test_fast_onnx_decoder_equals_torch_decoder_with_mask_input_and_fp16(family,
         assert all(iou(x, y) >= 0.99 for x, y in zip(got.masks, first.masks))
 
 
+def test_a_cached_graph_of_the_older_decoder_layout_is_exported_again(sam_engine):
+    from maskwright.engines.onnx_decoder import (
+        decoder_input_names,
+        export_decoder,
+        fast_decoder_input_names,
+        graph_input_names,
+        onnx_path,
+    )
+
+    path = onnx_path(sam_engine.onnx_dir(), True)
+    export_decoder(sam_engine._torch_decoders[True], sam_engine._example_inputs(), path, 0)  # an older cache
+    assert graph_input_names(path) == decoder_input_names(0)
+    assert sam_engine.export_onnx()[0] == path
+    assert graph_input_names(path) == fast_decoder_input_names(0)
+
+
 @pytest.mark.parametrize("family", ["sam", "sam2"])
 def test_fast_prompt_decoder_plain_and_folded_equal_prompt_decoder(family, sam_engine, sam2_engine):
     """FastPromptDecoder in torch, with folded and with plain attention, against PromptDecoder (batch of 2,

@@ -2,7 +2,9 @@
 
 Why: in ``transformers`` the decoder costs ~80 ms per click on 2 CPU cores and shares torch's thread pool
 with image encoding, which starves it (~800 ms while an encode runs). Exported to ONNX and run in an
-ONNX Runtime session with ``intra_op_num_threads=1`` it costs ~30 ms and is barely slowed by an encode.
+ONNX Runtime session with ``intra_op_num_threads=1`` it costs ~65 ms (ViT-B / Hiera-T decoder, quiet
+2-core machine) and is barely slowed by an encode; the :class:`~maskwright.engines.sam.FastPromptDecoder`
+graph ~40 ms.
 
 The exported graph is :class:`maskwright.engines.sam.PromptDecoder` (one per multimask setting) with inputs
 
