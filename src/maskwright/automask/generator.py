@@ -9,8 +9,9 @@ Two ways to propose masks, one set of filters:
   predicted-IoU proxy and a stability proxy on the same ``[0, 1]`` scales.
 
 Both feed the same pipeline: ``pred_iou_thresh`` and ``stability_score_thresh``, dropping masks that touch
-an inner crop edge, box NMS within a crop, box NMS across crops preferring smaller crops, removal of
-small islands and holes, and output as bool masks, COCO RLE or polygons.
+an inner crop edge, box NMS within a crop (mask-aware when the strategy asks for it: same box *and*
+same pixels), box NMS across crops preferring smaller crops, removal of small islands and holes, and
+output as bool masks, COCO RLE or polygons.
 """
 
 from __future__ import annotations

@@ -9,15 +9,23 @@ slow on a CPU. Instead, at a reduced working size:
 3. merge greedily, always the pair with the weakest link (mean boundary edge strength plus colour
    distance, discounted for small regions so specks go first); every merge creates a node of a binary
    tree, born at the merge *level* (levels are made monotone, so the tree is a proper hierarchy);
-4. every node of the tree is a candidate mask.
+4. every node of the tree is a candidate mask (plus connected sets of a border-saliency map);
+5. the best distinct candidates are re-cut by GrabCut twice, from their box and from their own pixels;
+   region candidates that nearly equal a cut (mask IoU > ``REFINE_SUPERSEDE``) give way to it.
 
 Scores use the same ``[0, 1]`` scales as SAM so the generator's filters apply unchanged:
 
-* predicted IoU proxy: how strong the edges along the region's outer boundary are and how much its
-  colour differs from its neighbours' (a logistic of both);
+* predicted IoU proxy: a global linear ranking score (``RANK_WEIGHTS``: edge strength along the outline
+  and inside, colour contrast to the neighbours, stability, graph cut or not, size, contact with the
+  image border) mapped through a logistic so that ``RANK_THRESHOLD`` lands on SAM's default 0.88;
 * stability proxy, the analogue of SAM's IoU between masks at logit ``+offset`` and ``-offset``: the
   IoU between the region that contains this node slightly *above* its level and the part of it that
-  exists slightly *below* (regions that survive a wide band of merge levels score 1).
+  exists slightly *below* (regions that survive a wide band of merge levels score 1); for a cut, the IoU
+  of the cut before and after its last GrabCut iteration.
+
+Proposals ask the generator for mask-aware NMS (``NMS_MASK_IOU``): two candidates with nearly the same
+box are duplicates only if their pixels agree too, so an object is not lost to a same-box candidate that
+bled into the background. Output masks are free of islands and holes under ``OUTPUT_SPECK_FRACTION``.
 """
 
 from __future__ import annotations
@@ -43,7 +51,7 @@ MAX_AREA_FRACTION = 0.95  # nor larger than this (the whole image is not an obje
 SALIENCY_SUPERPIXELS = 400  # superpixels of the border-saliency candidates (0 disables them)
 SALIENCY_LEVELS = tuple(np.linspace(0.1, 0.9, 17))  # thresholds of the saliency map, in [0, 1]
 SALIENCY_BAND = 0.05  # half-width of the saliency band for stability, per unit of offset
-REFINE_SEEDS = 15  # best region candidates (distinct boxes) refined by graph cuts (0 disables)
+REFINE_SEEDS = 12  # best region candidates (distinct boxes) refined by graph cuts (0 disables)
 REFINE_BOX_NMS = 0.7  # box IoU above which a lower-ranked seed is a duplicate of a chosen one
 REFINE_SUPERSEDE = 0.9  # region candidates whose mask IoU with a cut is above this give way to it
 REFINE_AREA_FRACTION = (0.02, 0.8)  # seeds outside this range of the image's area are not refined
@@ -265,17 +273,13 @@ def stability_scores(tree: RegionTree, band: float) -> np.ndarray:
 
 
 def objectness(features: np.ndarray) -> np.ndarray:
-    """Predicted-IoU proxy in ``[0, 1]`` from ``(N, 3)`` features: mean edge strength along the outer
-    boundary, mean edge strength along superpixel borders inside, Lab contrast to the neighbours."""
+    """Seed ranking for graph-cut refinement, in ``[0, 1]``, from ``(N, 3)`` features: mean edge strength
+    along the outer boundary, mean edge strength along superpixel borders inside, Lab contrast to the
+    neighbours (the output's predicted IoU is the ranking of ``RANK_WEIGHTS`` instead)."""
     boundary, inside, colour = np.asarray(features, np.float64).reshape(-1, 3).T
     del inside  # measured, but penalising inner edges favoured flat parts over whole textured objects
     z = 6.0 * (boundary + colour / COLOUR_SCALE) - 4.0
     return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
-
-
-def predicted_iou_proxy(tree: RegionTree) -> np.ndarray:
-    """Objectness of each node in ``[0, 1]``: outer boundary stronger than inner edges, distinct colour."""
-    return objectness(tree_features(tree))
 
 
 def tree_features(tree: RegionTree) -> np.ndarray:
