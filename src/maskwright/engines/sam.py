@@ -43,7 +43,7 @@ from maskwright.engines.onnx_decoder import (
 log = logging.getLogger(__name__)
 
 ENCODER_DTYPES = ("auto", "float32", "bfloat16")
-PREPARED_IMAGES = 4  # images whose fast-decoder inputs are kept (~4 MB each for SAM, ~14 MB for SAM 2)
+PREPARED_IMAGES = 4  # images whose fast-decoder inputs are kept (~8 MB each for SAM, ~20 MB for SAM 2)
 BATCH_CHUNK = 16  # prompts per decoder call in decode_batch (memory grows ~5 MB per prompt)
 DECODERS = ("auto", "onnx", "torch")
 FAST_FAMILIES = ("sam", "sam2")  # SAM-HQ's decoder differs (HQ token, early ViT features): PromptDecoder
