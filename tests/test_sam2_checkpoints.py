@@ -84,3 +84,13 @@ def test_catalogue_points_at_the_official_sam2_1_repositories():
     # The "-hf" suffixed repositories exist for SAM 2 (facebook/sam2-hiera-*-hf), not for SAM 2.1.
     for size in ("tiny", "small", "base-plus", "large"):
         assert hub.CATALOGUE[f"sam2.1-hiera-{size}"].hub_id == f"facebook/sam2.1-hiera-{size}"
+
+
+def test_loading_a_sam2_video_checkpoint_does_not_warn_about_the_model_type(checkpoints, caplog):
+    import logging
+
+    video_dir, _ = checkpoints
+    with caplog.at_level(logging.WARNING):
+        engine = load_sam_engine(str(video_dir), decoder="torch", encoder_dtype="float32")
+    assert engine.family == "sam2"
+    assert not [r for r in caplog.records if "sam2_video" in r.getMessage()]

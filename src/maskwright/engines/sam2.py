@@ -132,8 +132,20 @@ class Sam2Engine(SamFamilyEngine):
 
     def _load_model(self) -> nn.Module:
         from transformers import Sam2Model
+        from transformers.utils import logging as hf_logging
 
-        return Sam2Model.from_pretrained(self.model_dir, dtype=torch.float32)
+        from maskwright.engines import hub
+
+        if hub.read_model_type(self.model_dir) != "sam2_video":
+            return Sam2Model.from_pretrained(self.model_dir, dtype=torch.float32)
+        # The official SAM 2.1 checkpoints are `sam2_video` models; taking their image model is intended,
+        # so transformers' "model of type sam2_video to instantiate a model of type sam2" warning is noise.
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        try:
+            return Sam2Model.from_pretrained(self.model_dir, dtype=torch.float32)
+        finally:
+            hf_logging.set_verbosity(verbosity)
 
     def _preprocess(self, image: np.ndarray) -> tuple[np.ndarray, dict]:
         return sam_common.preprocess_sam2(image), {}
