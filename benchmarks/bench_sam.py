@@ -195,7 +195,8 @@ def interleaved(fns: dict, n: int) -> dict:
 
 
 def bench_components(engine, embedding, image: np.ndarray, workdir: Path, clicks: int, repeats: int) -> dict:
-    """Old vs new click decoder graph (1 click, ONNX Runtime, 1 thread) and, for SAM 2, old vs new bf16 encoder."""
+    """Old vs new click decoder graph (1 click, ONNX Runtime, 1 thread) and old vs new encoder forward (SAM's ViT
+    in the engine's dtype; SAM 2's Hiera in bf16)."""
     import torch
 
     from maskwright.engines.onnx_decoder import OnnxDecoder, decoder_input_names, export_decoder
@@ -226,6 +227,30 @@ def bench_components(engine, embedding, image: np.ndarray, workdir: Path, clicks
         "speedup": round(med["old"] / med["new"], 2),
         "max_abs_logit_diff": float(np.abs(a - b).max()),
     }
+    if engine.family == "sam":
+        from maskwright.engines.sam_common import preprocess_sam
+        from maskwright.engines.sam_vit import vit_image_embeddings
+
+        dtype = torch.bfloat16 if engine.encoder_dtype == "bfloat16" else torch.float32
+        pixel = torch.from_numpy(preprocess_sam(image)[0]).to(dtype)
+        model = engine.model
+
+        def old_vit():
+            with torch.inference_mode():
+                return model.get_image_embeddings(pixel)
+
+        def new_vit():
+            with torch.inference_mode():
+                return vit_image_embeddings(model.vision_encoder, pixel)
+
+        diff = float((old_vit().float() - new_vit().float()).abs().max())
+        med = interleaved({"old": old_vit, "new": new_vit}, repeats)
+        out[f"sam_vit_{engine.encoder_dtype}_encoder_s"] = {
+            "transformers get_image_embeddings (old)": round(med["old"], 2),
+            "lean ViT attention (new)": round(med["new"], 2),
+            "speedup": round(med["old"] / med["new"], 2),
+            "max_abs_diff": diff,
+        }
     if engine.family == "sam2" and engine.encoder_dtype == "bfloat16":
         from maskwright.engines.sam2 import hiera_fpn_features
         from maskwright.engines.sam_common import preprocess_sam2

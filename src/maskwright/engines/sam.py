@@ -652,9 +652,15 @@ class SamFamilyEngine(Engine):
 
 
 class SamEngine(SamFamilyEngine):
-    """SAM (ViT-B/L/H, SlimSAM) via ``transformers.SamModel``."""
+    """SAM (ViT-B/L/H, SlimSAM) via ``transformers.SamModel``; the ViT runs through the leaner attention
+    of :mod:`maskwright.engines.sam_vit` (same maths, no per-head bias copies)."""
 
     family = "sam"
+
+    def _encode(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
+        from maskwright.engines.sam_vit import vit_image_embeddings
+
+        return {"image_embeddings": vit_image_embeddings(self.model.vision_encoder, pixel_values).float()}
 
 
 class SamHQEngine(SamFamilyEngine):
