@@ -256,6 +256,29 @@ def test_classic_uses_regions_and_finds_objects():
         assert max(iou(r["segmentation"], labels == k) for r in records) > 0.9
 
 
+def test_classic_regions_do_not_depend_on_the_thread_count():
+    """The graph cuts run on a thread pool sized by OpenCV's thread setting; the masks must not change."""
+    import cv2
+
+    rng = np.random.default_rng(3)
+    rgb, _, _ = rect_scene(180, 240)
+    noisy = np.clip(rgb.astype(np.int16) + rng.integers(-25, 26, rgb.shape), 0, 255).astype(np.uint8)
+    before = cv2.getNumThreads()
+    runs = []
+    try:
+        for threads in (1, 2, 1):
+            cv2.setNumThreads(threads)
+            runs.append(AutoMaskGenerator("classic").generate(noisy))
+    finally:
+        cv2.setNumThreads(before)
+    assert len(runs[0]) > 0
+    for other in runs[1:]:
+        assert len(other) == len(runs[0])
+        for a, b in zip(runs[0], other):
+            assert np.array_equal(a["segmentation"], b["segmentation"])
+            assert a["predicted_iou"] == b["predicted_iou"] and a["stability_score"] == b["stability_score"]
+
+
 def test_graph_cut_refine_snaps_a_box_to_the_object():
     from maskwright.automask.regions import graph_cut_refine
 

@@ -31,6 +31,8 @@ bled into the background. Output masks are free of islands and holes under ``OUT
 from __future__ import annotations
 
 import heapq
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
@@ -503,6 +505,26 @@ def graph_cut_from_mask(
     return after, (np.count_nonzero(before & after) / union if union else 0.0)
 
 
+def _parallel_cuts(
+    bgr: np.ndarray, boxes: list[np.ndarray], seed_masks: list[np.ndarray]
+) -> list[tuple[tuple[np.ndarray, float], tuple[np.ndarray, float]]]:
+    """Both cuts of every seed (box-initialised, mask-initialised), in seed order.
+
+    The cuts are independent and GrabCut releases the GIL, so they run on as many threads as OpenCV is
+    allowed (``cv2.getNumThreads()``, all cores by default; ``cv2.setNumThreads(1)`` keeps one). Each
+    cut seeds OpenCV's RNG on its own thread, so the result does not depend on the thread count.
+    """
+
+    def both(k: int) -> tuple[tuple[np.ndarray, float], tuple[np.ndarray, float]]:
+        return graph_cut_refine(bgr, boxes[k]), graph_cut_from_mask(bgr, seed_masks[k], boxes[k])
+
+    workers = max(1, min(len(boxes), cv2.getNumThreads(), os.cpu_count() or 1))
+    if workers == 1:
+        return [both(k) for k in range(len(boxes))]
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(both, range(len(boxes))))
+
+
 def _pixel_features(mask: np.ndarray, lab: np.ndarray, edges: np.ndarray) -> tuple[float, float, float]:
     """:func:`objectness` features of a pixel mask: edge strength on its outline, inner edges, Lab
     contrast to a ring around it."""
@@ -573,10 +595,10 @@ def propose_regions(image: np.ndarray, stability_offset: float = 1.0, work_side:
         bgr = np.ascontiguousarray(small[..., ::-1])
         extra_features, extra_stab, extra_points = [], [], []
         min_part = max(1, round(CUT_MIN_PART_FRACTION * sw * sh))
-        for i in seeds:
-            pool = pools[owner[i]]
-            seed_mask = np.isin(pool.labels, pool.leaf_sets[local[i]])
-            for cut, cut_stab in (graph_cut_refine(bgr, boxes[i]), graph_cut_from_mask(bgr, seed_mask, boxes[i])):
+        seed_masks = [np.isin(pools[owner[i]].labels, pools[owner[i]].leaf_sets[local[i]]) for i in seeds]
+        cuts = _parallel_cuts(bgr, [boxes[i] for i in seeds], seed_masks)
+        for pair in cuts:
+            for cut, cut_stab in pair:
                 cut = _clean(cut, min_part)
                 if cut.sum() < MIN_AREA_FRACTION * cut.size:
                     continue
