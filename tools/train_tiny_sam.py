@@ -347,9 +347,7 @@ def train_step(
             masks_in = None
             if prev_logits is not None and rng.random() < 0.5:
                 masks_in = prev_logits[:, None]
-            # As SAM: an ambiguous single click asks for 3 candidates; a box or several clicks for one mask
-            # (token 0, which Predictor uses for multimask_output=False), with some multimask rounds mixed in.
-            multimask = r == 0 and tasks[0].mode == "click" or rng.random() < 0.25
+            multimask = r == 0 and tasks[0].mode != "union" or rng.random() < 0.25
             logits, iou_pred = decode(model, emb[idx], image_pe, tasks, masks_in, multimask)
             target = torch.from_numpy(np.stack([lowres_target(t.target(r)) for t in tasks]))[:, None]
             losses = mask_losses(logits, target)
