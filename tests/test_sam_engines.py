@@ -510,6 +510,39 @@ def test_decode_batch_equals_per_prompt_decode(family, sam_engine, sam2_engine, 
         np.testing.assert_allclose(got.scores, one.scores, atol=1e-4)
 
 
+def test_clicks_use_every_core_only_when_the_cpu_is_idle(sam_dir, cache_dir, embeddings, monkeypatch):
+    """Default click decoding: one ONNX Runtime thread, all cores for a click that finds the CPU idle; the
+    same logits either way. An explicit thread count is kept whatever the load."""
+    engine = load_sam_engine(str(sam_dir), decoder="onnx", encoder_dtype="float32")
+    assert engine.adaptive_decoder_threads and engine.decoder_threads == 1
+    emb = embeddings[("sam", SIZES[0])]
+    prompt = _prompts(SIZES[0])[0]
+    load = {"others": 3}
+    monkeypatch.setattr(sam_common, "other_runnable_tasks", lambda: load["others"])
+    busy = engine.decode(emb, prompt, multimask_output=True)
+    assert engine._onnx_session(True, False).threads == 1
+    load["others"] = 0
+    idle = engine.decode(emb, prompt, multimask_output=True)
+    assert engine._onnx_session(True, False).threads == engine.idle_decoder_threads == (os.cpu_count() or 1)
+    np.testing.assert_allclose(idle.logits, busy.logits, atol=1e-4)
+    np.testing.assert_allclose(idle.scores, busy.scores, atol=1e-5)
+    engine._encoding.set()  # an encode running in this engine makes the CPU busy whatever the load says
+    try:
+        assert not engine.cpu_is_idle() and engine._onnx_session(True, False).threads == 1
+    finally:
+        engine._encoding.clear()
+    fixed = load_sam_engine(str(sam_dir), decoder="onnx", encoder_dtype="float32", decoder_threads=1)
+    assert not fixed.adaptive_decoder_threads and fixed._onnx_session(True, False).threads == 1
+
+
+def test_other_runnable_tasks_reads_the_instantaneous_count():
+    others = sam_common.other_runnable_tasks()
+    if not Path("/proc/loadavg").exists():
+        assert others is None
+    else:
+        assert isinstance(others, int) and others >= 0
+
+
 @pytest.mark.parametrize("family", ["sam", "sam2"])
 def test_embedding_serialisation_round_trip_and_fp16(family, sam_engine, sam2_engine, embeddings):
     engine = sam_engine if family == "sam" else sam2_engine

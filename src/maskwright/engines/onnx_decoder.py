@@ -149,12 +149,14 @@ def _check_runs(path: str, example_inputs: tuple, names: list[str]) -> None:
     session.run(None, feeds)
 
 
-def make_session(path: str | Path, threads: int = 1):
-    """An ONNX Runtime CPU session with its own small thread pool (not shared with torch)."""
+def make_session(path: str | Path, threads: int = 1, spinning: bool = False):
+    """An ONNX Runtime CPU session with its own small thread pool (not shared with torch). Its worker
+    threads spin between runs only with ``spinning`` (fast on an idle CPU, wasteful on a busy one)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = max(1, int(threads))
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -165,9 +167,10 @@ def make_session(path: str | Path, threads: int = 1):
 class OnnxDecoder:
     """Runs an exported decoder: ``run(feeds) -> (low_res_masks (B,K,256,256), iou_scores (B,K))``."""
 
-    def __init__(self, path: str | Path, threads: int = 1) -> None:
+    def __init__(self, path: str | Path, threads: int = 1, spinning: bool = False) -> None:
         self.path = Path(path)
-        self.session = make_session(self.path, threads)
+        self.threads = max(1, int(threads))
+        self.session = make_session(self.path, threads, spinning)
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     def run(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

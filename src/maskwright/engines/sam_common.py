@@ -184,3 +184,15 @@ def cpu_bf16_support() -> str:
     if "avx512_bf16" in flags:
         return "avx512_bf16"
     return ""
+
+
+def other_runnable_tasks() -> int | None:
+    """Threads of any process, other than the caller, running or waiting for a CPU right now (Linux:
+    the runnable count of ``/proc/loadavg``, an instantaneous reading, unlike the load averages);
+    ``None`` where that is not available."""
+    try:
+        with open("/proc/loadavg") as f:
+            running = int(f.read().split()[3].split("/")[0])
+    except (OSError, IndexError, ValueError):
+        return None
+    return max(0, running - 1)

@@ -13,7 +13,8 @@ Engine options (decoder backend, encoder dtype, threads) are read from the envir
 * ``MASKWRIGHT_ENCODER_DTYPE``: ``auto`` (bf16 where the CPU has AMX / AVX512-BF16, else fp32),
   ``float32`` or ``bfloat16``;
 * ``MASKWRIGHT_ENCODER_THREADS``: torch threads for image encoding (default: torch's default);
-* ``MASKWRIGHT_DECODER_THREADS``: threads of the click decoder (default 1);
+* ``MASKWRIGHT_DECODER_THREADS``: threads of the click decoder (default: 1, or every core for a click that
+  finds the CPU idle);
 * ``MASKWRIGHT_BATCH_THREADS``: threads of ``decode_batch`` (segment-everything; default: all cores).
 """
 
@@ -54,7 +55,8 @@ def load_sam_engine(
         decoder: ``"auto"`` | ``"onnx"`` | ``"torch"`` (default from ``MASKWRIGHT_SAM_DECODER`` or auto).
         encoder_dtype: ``"auto"`` | ``"float32"`` | ``"bfloat16"`` (default from ``MASKWRIGHT_ENCODER_DTYPE``).
         encoder_threads: torch threads for :meth:`embed` (default ``MASKWRIGHT_ENCODER_THREADS``).
-        decoder_threads: threads for :meth:`decode` (default ``MASKWRIGHT_DECODER_THREADS`` or 1).
+        decoder_threads: threads for :meth:`decode` (default ``MASKWRIGHT_DECODER_THREADS``, else adaptive:
+            1, or every core when the CPU is idle).
         batch_threads: threads for :meth:`decode_batch` (default ``MASKWRIGHT_BATCH_THREADS`` or all cores).
     """
     model_dir = hub.resolve_model_dir(name_or_dir)
@@ -63,7 +65,7 @@ def load_sam_engine(
         decoder=decoder or os.environ.get("MASKWRIGHT_SAM_DECODER", "auto"),
         encoder_dtype=encoder_dtype or os.environ.get("MASKWRIGHT_ENCODER_DTYPE", "auto"),
         encoder_threads=encoder_threads or _env_int("MASKWRIGHT_ENCODER_THREADS"),
-        decoder_threads=decoder_threads or _env_int("MASKWRIGHT_DECODER_THREADS") or 1,
+        decoder_threads=decoder_threads or _env_int("MASKWRIGHT_DECODER_THREADS"),
         batch_threads=batch_threads or _env_int("MASKWRIGHT_BATCH_THREADS"),
     )
     name = name_or_dir if name_or_dir in hub.CATALOGUE else str(model_dir)
