@@ -335,6 +335,13 @@ def bench_model(kind: str, workdir: Path, repeats: int, clicks: int) -> dict:
         p, m = stats_ms(p_times), stats_ms(m_times)
         predict[label] = {"plain": p, "maskwright": m, "speedup": round(p["median_ms"] / m["median_ms"], 2)}
     result["predict"] = predict
+    # The same clicks with nothing else computing (the interleaved plain calls above leave torch's threads
+    # spinning, which makes maskwright see a busy CPU and decode on one thread): an annotator's usual case.
+    time.sleep(1.0)
+    result["predict_alone"] = {
+        label: stats_ms(timed(lambda prompt=prompt: predictor.predict(**prompt), clicks))
+        for label, prompt in prompts_for(h, w).items()
+    }
 
     result["components_old_vs_new"] = bench_components(
         engine, predictor.get_image_embedding(), image, workdir, clicks, repeats
