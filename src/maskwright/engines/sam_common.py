@@ -18,6 +18,7 @@ that convention at the engine boundary (:func:`sam2_lowres_to_padded`, :func:`pa
 from __future__ import annotations
 
 import functools
+import os
 
 import cv2
 import numpy as np
@@ -187,12 +188,21 @@ def cpu_bf16_support() -> str:
 
 
 def other_runnable_tasks() -> int | None:
-    """Threads of any process, other than the caller, running or waiting for a CPU right now (Linux:
-    the runnable count of ``/proc/loadavg``, an instantaneous reading, unlike the load averages);
-    ``None`` where that is not available."""
+    """Threads of other processes running or waiting for a CPU right now (Linux: the instantaneous runnable
+    count of ``/proc/loadavg``, minus this process's running threads, e.g. its own decoder threads still
+    spinning after the last click); ``None`` where that is not available."""
     try:
         with open("/proc/loadavg") as f:
             running = int(f.read().split()[3].split("/")[0])
+        tasks = os.listdir("/proc/self/task")
     except (OSError, IndexError, ValueError):
         return None
-    return max(0, running - 1)
+    own = 0
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                stat = f.read()
+        except OSError:  # the thread ended meanwhile
+            continue
+        own += stat[stat.rindex(")") + 2 : stat.rindex(")") + 3] == "R"
+    return max(0, running - max(own, 1))
