@@ -514,7 +514,7 @@ def test_clicks_use_every_core_only_when_the_cpu_is_idle(sam_dir, cache_dir, emb
     """Default click decoding: one ONNX Runtime thread, all cores for a click that finds the CPU idle; the
     same logits either way. An explicit thread count is kept whatever the load."""
     engine = load_sam_engine(str(sam_dir), decoder="onnx", encoder_dtype="float32")
-    assert engine.adaptive_decoder_threads and engine.decoder_threads == 1
+    assert engine.decoder_threads == 1 and engine.idle_decoder_threads == (os.cpu_count() or 1)
     emb = embeddings[("sam", SIZES[0])]
     prompt = _prompts(SIZES[0])[0]
     load = {"others": 3}
@@ -532,7 +532,7 @@ def test_clicks_use_every_core_only_when_the_cpu_is_idle(sam_dir, cache_dir, emb
     finally:
         engine._encoding.clear()
     fixed = load_sam_engine(str(sam_dir), decoder="onnx", encoder_dtype="float32", decoder_threads=1)
-    assert not fixed.adaptive_decoder_threads and fixed._onnx_session(True, False).threads == 1
+    assert fixed.idle_decoder_threads == 1 and fixed._onnx_session(True, False).threads == 1
 
 
 def test_other_runnable_tasks_reads_the_instantaneous_count():

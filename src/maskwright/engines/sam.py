@@ -359,7 +359,6 @@ class SamFamilyEngine(Engine):
         # Click decoding: a fixed thread count when given; by default one thread, and every core for a click
         # that finds the CPU idle (no encode here, nothing runnable elsewhere). Two ONNX Runtime threads
         # decode ~1.6x faster on an idle 2-core CPU but ~1.3x slower than one when another process computes.
-        self.adaptive_decoder_threads = decoder_threads is None
         self.decoder_threads = 1 if decoder_threads is None else max(1, int(decoder_threads))
         self.idle_decoder_threads = (os.cpu_count() or 1) if decoder_threads is None else self.decoder_threads
         # decode_batch (segment-everything) is not the click path: it may use every core.

@@ -204,5 +204,5 @@ def other_runnable_tasks() -> int | None:
                 stat = f.read()
         except OSError:  # the thread ended meanwhile
             continue
-        own += stat[stat.rindex(")") + 2 : stat.rindex(")") + 3] == "R"
+        own += stat[stat.rindex(")") + 2] == "R"  # the state field follows "(comm) "
     return max(0, running - max(own, 1))
