@@ -592,10 +592,15 @@ def test_sam2_bf16_encoder_equals_transformers_bf16_and_agrees_with_fp32(sam2_di
     assert emb16.meta["encoder_dtype"] == "bfloat16"
     pixel = torch.from_numpy(sam_common.preprocess_sam2(images[size])).to(torch.bfloat16)
     with torch.no_grad():
-        ref = engine.model.vision_encoder(pixel).fpn_hidden_states[-1].float()
-        ref = ref + engine.model.no_memory_embedding.reshape(1, -1, 1, 1)
-    got = torch.from_numpy(emb16.arrays["image_embeddings"])
-    assert float((got - ref).abs().max()) <= 0.02 * float(ref.abs().max())
+        levels = engine.model.vision_encoder(pixel).fpn_hidden_states
+        ref = levels[-1].float() + engine.model.no_memory_embedding.reshape(1, -1, 1, 1)
+        # the high-res levels: neck lateral and conv_s0 / conv_s1 folded into one fp32 projection here
+        ref_s0 = engine.model.mask_decoder.conv_s0(levels[0].float())
+        ref_s1 = engine.model.mask_decoder.conv_s1(levels[1].float())
+    for name, r in (("image_embeddings", ref), ("high_res_feats_0", ref_s0), ("high_res_feats_1", ref_s1)):
+        got = torch.from_numpy(emb16.arrays[name])
+        assert got.shape == r.shape
+        assert float((got - r).abs().max()) <= 0.02 * float(r.abs().max()), name
     emb32 = embeddings[("sam2", size)]
     ious = [
         iou(engine.decode(emb16, p, False).masks[0], engine.decode(emb32, p, False).masks[0]) for p in _prompts(size)
@@ -688,3 +693,17 @@ def test_model_dirs_accept_safetensors_or_pytorch_bin(tmp_path):
     (folder / "model.safetensors").write_bytes(b"x")
     assert hub.weight_files(folder) == [folder / "model.safetensors"]
     assert hub.read_model_type(folder) == "sam"
+
+
+def test_folded_projection_equals_two_convs_and_refuses_non_1x1():
+    from maskwright.engines.sam2 import folded_projection
+
+    torch.manual_seed(0)
+    lateral, projection = torch.nn.Conv2d(12, 16, 1), torch.nn.Conv2d(16, 4, 1)
+    x = torch.randn(1, 9, 7, 12)  # channels last, as Hiera's stage outputs
+    weight, bias = folded_projection(lateral, projection)
+    with torch.no_grad():
+        ref = projection(lateral(x.permute(0, 3, 1, 2)))
+    got = torch.nn.functional.linear(x, weight, bias).permute(0, 3, 1, 2)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    assert folded_projection(torch.nn.Conv2d(12, 16, 3, padding=1), projection) is None

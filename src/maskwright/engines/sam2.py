@@ -93,12 +93,11 @@ def _block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return x + _mlp(block.mlp, block.layer_norm2(x))
 
 
-def hiera_fpn_features(vision_encoder: nn.Module, pixel_values: torch.Tensor, pos_cache: dict) -> list[torch.Tensor]:
-    """``Sam2VisionModel(pixel_values).fpn_hidden_states`` (high to low resolution) computed leaner: the
-    backbone's positional embedding is computed once per shape and dtype into ``pos_cache`` (transformers
-    re-runs its bicubic resize per image), the attention skips dead work (:func:`_attention`), and the neck
-    skips the sine position encodings that single-image segmentation never reads."""
-    backbone, neck = vision_encoder.backbone, vision_encoder.neck
+def hiera_stages(vision_encoder: nn.Module, pixel_values: torch.Tensor, pos_cache: dict) -> list[torch.Tensor]:
+    """The Hiera backbone's stage outputs, channels last (B, H, W, C), high to low resolution. The
+    positional embedding is computed once per shape and dtype into ``pos_cache`` (transformers re-runs its
+    bicubic resize per image) and the attention skips dead work (:func:`_attention`)."""
+    backbone = vision_encoder.backbone
     x = backbone.patch_embed(pixel_values)
     key = (tuple(x.shape[1:3]), x.dtype)
     if key not in pos_cache:
@@ -109,17 +108,41 @@ def hiera_fpn_features(vision_encoder: nn.Module, pixel_values: torch.Tensor, po
         x = _block(block, x)
         if i in backbone.stage_ends:
             stages.append(x)
+    return stages
+
+
+def fpn_level(neck: nn.Module, stages: list[torch.Tensor], level: int) -> torch.Tensor:
+    """Level ``level`` of ``Sam2VisionNeck`` (NCHW, the neck's dtype): the stage's lateral 1x1 conv, plus the
+    upsampled next-coarser level where that level is a top-down one -- the neck's maths, only for the
+    levels asked for (the sine position encodings, never read for single images, are skipped)."""
     n = len(neck.convs) - 1
-    levels = []
-    for i in range(n, -1, -1):  # top-down, low to high resolution, as Sam2VisionNeck
-        lateral = neck.convs[n - i](stages[i].permute(0, 3, 1, 2).to(neck.convs[i].weight.dtype))
-        if i not in neck.fpn_top_down_levels or i == n:
-            prev = lateral
-        else:
-            top_down = F.interpolate(prev.to(torch.float32), scale_factor=2.0, mode="nearest").to(lateral.dtype)
-            prev = lateral + top_down
-        levels.append(prev)
-    return levels[-vision_encoder.num_feature_levels :][::-1]
+    lateral = neck.convs[n - level](stages[level].permute(0, 3, 1, 2).to(neck.convs[level].weight.dtype))
+    if level not in neck.fpn_top_down_levels or level == n:
+        return lateral
+    coarser = fpn_level(neck, stages, level + 1)
+    top_down = F.interpolate(coarser.to(torch.float32), scale_factor=2.0, mode="nearest").to(lateral.dtype)
+    return lateral + top_down
+
+
+def hiera_fpn_features(vision_encoder: nn.Module, pixel_values: torch.Tensor, pos_cache: dict) -> list[torch.Tensor]:
+    """``Sam2VisionModel(pixel_values).fpn_hidden_states`` (high to low resolution) computed leaner
+    (:func:`hiera_stages`, :func:`fpn_level`)."""
+    stages = hiera_stages(vision_encoder, pixel_values, pos_cache)
+    n_levels = vision_encoder.num_feature_levels
+    return [fpn_level(vision_encoder.neck, stages, i) for i in range(n_levels)]
+
+
+def folded_projection(lateral: nn.Conv2d, projection: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """One fp32 (weight, bias) for ``projection(lateral(x))`` when both are 1x1 convolutions (SAM 2's neck
+    lateral of a high-resolution level, then the mask decoder's ``conv_s0`` / ``conv_s1``), else None."""
+    for conv in (lateral, projection):
+        if conv.kernel_size != (1, 1) or conv.stride != (1, 1) or conv.padding != (0, 0) or conv.groups != 1:
+            return None
+    w_lat = lateral.weight.float()[:, :, 0, 0]
+    w_proj = projection.weight.float()[:, :, 0, 0]
+    b_lat = lateral.bias.float() if lateral.bias is not None else torch.zeros(w_lat.shape[0])
+    b_proj = projection.bias.float() if projection.bias is not None else torch.zeros(w_proj.shape[0])
+    return w_proj @ w_lat, w_proj @ b_lat + b_proj
 
 
 class Sam2Engine(SamFamilyEngine):
@@ -128,6 +151,7 @@ class Sam2Engine(SamFamilyEngine):
 
     def __init__(self, *args, **kwargs) -> None:
         self._pos_cache: dict = {}  # Hiera positional embedding per (token grid, dtype)
+        self._folded: dict = {}  # level -> folded (weight, bias) of neck lateral + conv_s*, or () if not foldable
         super().__init__(*args, **kwargs)
 
     def _load_model(self) -> nn.Module:
@@ -152,13 +176,31 @@ class Sam2Engine(SamFamilyEngine):
 
     def _encode(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
         """``Sam2Model.get_image_embeddings`` in NCHW, with the vision encoder in its own dtype (bf16 or fp32)
-        and the decoder's projections of the high-resolution levels in fp32."""
+        and the decoder's projections of the high-resolution levels in fp32.
+
+        Those two levels are plain lateral 1x1 convs of the neck (no top-down term), so the lateral and the
+        decoder's ``conv_s0`` / ``conv_s1`` fold into one fp32 1x1 projection applied channels-last to the
+        stage output: the same maths without the 256-channel 256x256 intermediate (on a CPU, writing it
+        and converting it to fp32 cost ~15% of a Hiera-T encode)."""
         model = self.model
-        levels = [f.float() for f in hiera_fpn_features(model.vision_encoder, pixel_values, self._pos_cache)]
-        s0 = model.mask_decoder.conv_s0(levels[0])
-        s1 = model.mask_decoder.conv_s1(levels[1])
-        emb = levels[-1] + model.no_memory_embedding.reshape(1, -1, 1, 1)  # "no memory" token of single images
-        return {"image_embeddings": emb, "high_res_feats_0": s0, "high_res_feats_1": s1}
+        encoder = model.vision_encoder
+        stages = hiera_stages(encoder, pixel_values, self._pos_cache)
+        emb = fpn_level(encoder.neck, stages, encoder.num_feature_levels - 1).float()
+        emb = emb + model.no_memory_embedding.reshape(1, -1, 1, 1)  # "no memory" token of single images
+        out = {"image_embeddings": emb}
+        for level, (name, conv) in enumerate(
+            zip(self.high_res_names, (model.mask_decoder.conv_s0, model.mask_decoder.conv_s1))
+        ):
+            folded = self._folded.get(level)
+            if folded is None:
+                n = len(encoder.neck.convs) - 1
+                folded = self._folded.setdefault(level, folded_projection(encoder.neck.convs[n - level], conv) or ())
+            if folded and level not in encoder.neck.fpn_top_down_levels:
+                feat = F.linear(stages[level].float(), *folded).permute(0, 3, 1, 2).contiguous()
+            else:
+                feat = conv(fpn_level(encoder.neck, stages, level).float())
+            out[name] = feat
+        return out
 
     def _transform_coords(self, coords: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
         return sam_common.transform_coords_sam2(coords, original_size)
