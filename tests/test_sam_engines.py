@@ -535,6 +535,42 @@ def test_clicks_use_every_core_only_when_the_cpu_is_idle(sam_dir, cache_dir, emb
     assert fixed.idle_decoder_threads == 1 and fixed._onnx_session(True, False).threads == 1
 
 
+def test_concurrent_clicks_do_not_each_take_every_core(sam_dir, cache_dir, embeddings, monkeypatch):
+    """The idle-CPU test cannot see this process's own decoder threads, so a click decoded while another
+    decode of the same engine is in flight uses one thread; alone again, it takes every core."""
+    import threading
+
+    from maskwright.engines.onnx_decoder import OnnxDecoder
+
+    engine = load_sam_engine(str(sam_dir), decoder="onnx", encoder_dtype="float32")
+    emb = embeddings[("sam", SIZES[0])]
+    prompt = _prompts(SIZES[0])[0]
+    monkeypatch.setattr(sam_common, "other_runnable_tasks", lambda: 0)
+    entered, release, used = threading.Event(), threading.Event(), []
+    run = OnnxDecoder.run
+
+    def held_run(self, feeds):
+        if threading.current_thread().name == "first-click":
+            entered.set()
+            release.wait(30)
+        else:
+            used.append(self.threads)
+        return run(self, feeds)
+
+    monkeypatch.setattr(OnnxDecoder, "run", held_run)
+    first = threading.Thread(target=engine.decode, args=(emb, prompt, True), name="first-click")
+    first.start()
+    try:
+        assert entered.wait(30)
+        during = engine.decode(emb, prompt, multimask_output=True)
+    finally:
+        release.set()
+        first.join(30)
+    alone = engine.decode(emb, prompt, multimask_output=True)
+    assert used == [1, engine.idle_decoder_threads]
+    np.testing.assert_allclose(during.logits, alone.logits, atol=1e-4)
+
+
 def test_other_runnable_tasks_reads_the_instantaneous_count():
     others = sam_common.other_runnable_tasks()
     if not Path("/proc/loadavg").exists():

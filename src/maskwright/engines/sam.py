@@ -384,6 +384,8 @@ class SamFamilyEngine(Engine):
         self._prepared: OrderedDict[int, tuple[np.ndarray, dict[str, np.ndarray]]] = OrderedDict()
         self._prepared_lock = threading.Lock()
         self._encoding = threading.Event()
+        self._decodes_lock = threading.Lock()
+        self._decodes_in_flight = 0  # decoder calls running now (a click counts itself)
         self.decoder_backend = "torch"
         if decoder in ("auto", "onnx"):
             try:
@@ -572,6 +574,15 @@ class SamFamilyEngine(Engine):
                 f"embedding from engine {embedding.engine!r} lacks {missing}: expected arrays {list(needed)} "
                 f"as computed by {self.name!r}.embed()"
             )
+        with self._decodes_lock:
+            self._decodes_in_flight += 1
+        try:
+            return self._run_decoder_counted(arrays, needed, embedding, coords, labels, masks_in, has, multimask_output)
+        finally:
+            with self._decodes_lock:
+                self._decodes_in_flight -= 1
+
+    def _run_decoder_counted(self, arrays, needed, embedding, coords, labels, masks_in, has, multimask_output):
         batch = len(coords) > 1
         if self.decoder_backend == "onnx" and self.fast_decoder:
             prepared = self._prepare(embedding)
@@ -598,8 +609,10 @@ class SamFamilyEngine(Engine):
         return masks.numpy(), scores.numpy()
 
     def cpu_is_idle(self) -> bool:
-        """Whether a click may use every core: no encode in this engine and nothing else runnable."""
-        if self._encoding.is_set():
+        """Whether a click may use every core: no encode and no other decode in this engine (this process's
+        own threads are not counted below, so concurrent clicks would each take every core), and nothing
+        else runnable."""
+        if self._encoding.is_set() or self._decodes_in_flight > 1:
             return False
         others = sam_common.other_runnable_tasks()
         return others is not None and others == 0
