@@ -743,3 +743,16 @@ def test_folded_projection_equals_two_convs_and_refuses_non_1x1():
     got = torch.nn.functional.linear(x, weight, bias).permute(0, 3, 1, 2)
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
     assert folded_projection(torch.nn.Conv2d(12, 16, 3, padding=1), projection) is None
+
+
+def test_hiera_pool_equals_transformers_do_pool():
+    from transformers.models.sam2.modeling_sam2 import do_pool
+
+    from maskwright.engines.sam2 import _pool
+
+    g = torch.Generator().manual_seed(0)
+    for shape in ((2, 8, 8, 6), (1, 9, 7, 4), (16, 4, 4, 12)):
+        x = torch.randn(shape, generator=g).to(torch.bfloat16)
+        for view in (x, x[..., ::2]):  # contiguous and strided, as the query slice of the qkv projection
+            assert torch.equal(_pool(view, (2, 2)), do_pool(view, (2, 2)))
+    assert _pool(x, None) is x

@@ -52,16 +52,26 @@ def _mlp(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return _linear(mlp.proj_out, _linear(mlp.proj_in, x, gelu=True))
 
 
+def _pool(x: torch.Tensor, stride) -> torch.Tensor:
+    """transformers' ``do_pool`` (max pooling of (B, H, W, C) tokens, kernel = stride, floor mode) as a max
+    over a reshaped view: the same values, without its two permutes, the NCHW round trip on a
+    channels-last tensor and the argmax indices ``max_pool2d`` computes on a CPU."""
+    if stride is None:
+        return x
+    sh, sw = (stride, stride) if isinstance(stride, int) else stride
+    b, h, w, c = x.shape
+    h2, w2 = h // sh, w // sw
+    return x[:, : h2 * sh, : w2 * sw].reshape(b, h2, sh, w2, sw, c).amax((2, 4))
+
+
 def _attention(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``Sam2MultiScaleAttention.forward`` (transformers 5) without its unused per-token head-by-head
     ``attn_weights`` product and softmax (computed there, then discarded: ~5% of a Hiera-T encode)."""
-    from transformers.models.sam2.modeling_sam2 import do_pool
-
     b, h, w, _ = x.shape
     heads = attn.num_attention_heads
     query, key, value = torch.unbind(_linear(attn.qkv, x).reshape(b, h * w, 3, heads, -1), 2)
     if attn.query_stride:
-        query = do_pool(query.reshape(b, h, w, -1), attn.query_stride)
+        query = _pool(query.reshape(b, h, w, -1), attn.query_stride)
         h, w = query.shape[1:3]
         query = query.reshape(b, h * w, heads, -1)
     out = F.scaled_dot_product_attention(
@@ -72,12 +82,12 @@ def _attention(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def _block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``Sam2MultiScaleBlock.forward`` with :func:`_attention`."""
-    from transformers.models.sam2.modeling_sam2 import do_pool, window_partition, window_unpartition
+    from transformers.models.sam2.modeling_sam2 import window_partition, window_unpartition
 
     residual = x
     x = block.layer_norm1(x)
     if block.dim != block.dim_out:
-        residual = do_pool(_linear(block.proj, x), block.query_stride)
+        residual = _pool(_linear(block.proj, x), block.query_stride)
     window = block.window_size
     if window > 0:
         h, w = x.shape[1:3]
@@ -196,7 +206,9 @@ class Sam2Engine(SamFamilyEngine):
                 n = len(encoder.neck.convs) - 1
                 folded = self._folded.setdefault(level, folded_projection(encoder.neck.convs[n - level], conv) or ())
             if folded and level not in encoder.neck.fpn_top_down_levels:
-                feat = F.linear(stages[level].float(), *folded).permute(0, 3, 1, 2).contiguous()
+                stage = stages[level]
+                flat = F.linear(stage.reshape(-1, stage.shape[-1]).float(), *folded)  # 2-D: one GEMM
+                feat = flat.reshape(*stage.shape[:3], -1).permute(0, 3, 1, 2).contiguous()
             else:
                 feat = conv(fpn_level(encoder.neck, stages, level).float())
             out[name] = feat
