@@ -78,7 +78,7 @@ def tiny_sam_config(width: int = 32, vit_hidden: int = 32):
     )
 
 
-def new_model(seed: int, gain: float = 2.0, width: int = 32, vit_hidden: int = 32, average_tokens: bool = False):
+def new_model(seed: int, gain: float = 2.0, width: int = 32, vit_hidden: int = 32):
     from transformers import SamModel
 
     torch.manual_seed(seed)
@@ -96,8 +96,6 @@ def new_model(seed: int, gain: float = 2.0, width: int = 32, vit_hidden: int = 3
             model.shared_image_embedding.positional_embedding
         )
         align_prompt_attention(model, gain)
-        if average_tokens:
-            average_prompt_tokens(model)
     # SAM keeps the random Fourier features fixed (a buffer); transformers makes them a Parameter.
     model.shared_image_embedding.positional_embedding.requires_grad_(False)
     model.prompt_encoder.shared_embedding.positional_embedding.requires_grad_(False)
@@ -129,31 +127,6 @@ def align_prompt_attention(model, gain: float = 2.0, values: bool = True) -> Non
             module.out_proj.weight.copy_(weight.T / gain)
             module.v_proj.bias.zero_()
             module.out_proj.bias.zero_()
-
-
-def average_prompt_tokens(model, token_scale: float = 0.3) -> None:
-    """Start the decoder's first token self-attention as a plain average of all tokens.
-
-    That first layer has no residual (SAM's ``skip_first_layer_pe``): what the output tokens carry into
-    their first look at the image is this attention's output. A box is two corner tokens whose Fourier
-    encodings, averaged, approximate the encoding of the box centre (for frequencies low against the box
-    size), so averaging makes the mask tokens' first attention peak inside the box -- a start from which
-    "segment what is at the box centre, bounded by the box" is learnable; with random projections the
-    tiny decoder never found it in 30 minutes. The output-token embeddings are scaled down so the prompt
-    tokens dominate the average.
-    """
-    attn = model.mask_decoder.transformer.layers[0].self_attn
-    for proj in (attn.q_proj, attn.k_proj):
-        proj.weight.zero_()
-        proj.bias.zero_()
-    out_dim, in_dim = attn.v_proj.weight.shape
-    basis = torch.linalg.qr(torch.randn(in_dim, out_dim))[0].T
-    attn.v_proj.weight.copy_(basis)
-    attn.out_proj.weight.copy_(basis.T)
-    attn.v_proj.bias.zero_()
-    attn.out_proj.bias.zero_()
-    model.mask_decoder.iou_token.weight.mul_(token_scale)
-    model.mask_decoder.mask_tokens.weight.mul_(token_scale)
 
 
 # --- data ----------------------------------------------------------------------------------------------
@@ -501,24 +474,28 @@ def write_readme(out: Path, args, steps: int, seconds: float, metrics: dict) -> 
         "# tiny-sam: a SamModel trained by this project, for tests of the real SAM path",
         "",
         "A `transformers.SamModel` with SAM's geometry (1024x1024 input, 16 px patches, 64x64 image embedding,",
-        "256x256 low-res logits) and tiny widths: ViT hidden 32, 3 windowed layers (window 16, no global",
-        f"attention), {args.width} output channels, mask decoder width {args.width} with 2 two-way layers.",
+        f"256x256 low-res logits) and tiny widths: ViT hidden {args.vit_hidden}, 3 windowed layers (window 16,",
+        f"no global attention), {args.width} output channels, mask decoder width {args.width} with 2 two-way layers.",
         f"{n_params:,} parameters, `model.safetensors` {size / 1e6:.2f} MB (float32).",
         "",
         "Trained from scratch on synthetic scenes (`tools/synthetic_shapes.py`: textured ellipses, polygons and",
         "rectangles on textured backgrounds) with maskwright's real SAM pre-processing, mixed prompts (click,",
         "jittered box, two clicks -> union then a negative click), correction clicks from the error region and",
-        "previous logits as `mask_input`, plus a supervised-contrastive instance loss on the image embedding",
+        "previous logits as `mask_input`, plus a supervised-contrastive instance loss on the image embedding"
+        + (" and a loss making each token predict its 4x4 sub-cell mask" if args.subcells else "")
+        + ",",
         "and a decoder whose prompt<->image attention starts as a positional/appearance match, by:",
         "",
         "```bash",
-        f"OMP_NUM_THREADS=1 .venv/bin/python tools/train_tiny_sam.py --steps {args.steps} --targets {args.targets} "
-        f"--width {args.width} --aux {args.aux} --attn-gain {args.attn_gain:g} --seed {args.seed} --out {args.out}",
+        f"OMP_NUM_THREADS={args.threads} .venv/bin/python tools/train_tiny_sam.py --steps {args.steps} "
+        f"--minutes {args.minutes:g} --targets {args.targets} "
+        f"--width {args.width} --vit-hidden {args.vit_hidden}{' --subcells' if args.subcells else ''} --aux {args.aux} "
+        f"--attn-gain {args.attn_gain:g} --threads {args.threads} --seed {args.seed} --out {args.out}",
         "```",
         "",
         f"Run of {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {steps} steps of {args.batch} image(s) "
         f"({args.targets} prompts of each kind per image) in {seconds / 60:.1f} min on a 2-core x86_64 VM",
-        "(no GPU, 1 torch thread; other jobs shared the CPU, so the time is an upper bound).",
+        f"(no GPU, {args.threads} torch thread(s); other jobs may have shared the CPU, so the time is an upper bound).",
         "",
         "Evaluation through `maskwright.Predictor` on fresh scenes (seed 12345, sizes "
         + ", ".join(f"{h}x{w}" for h, w in EVAL_SIZES)
@@ -549,9 +526,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--subcells", action="store_true", help="auxiliary loss: each token predicts its 4x4 sub-cell mask"
     )
-    parser.add_argument(
-        "--average-tokens", action="store_true", help="decoder's first token self-attention starts as an average"
-    )
     parser.add_argument("--vit-hidden", type=int, default=32, help="hidden size of the tiny ViT")
     parser.add_argument("--width", type=int, default=32, help="image-embedding / decoder width")
     parser.add_argument("--attn-gain", type=float, default=2.0, help="q/k projection gain of the aligned init")
@@ -569,7 +543,7 @@ def main(argv: list[str] | None = None) -> None:
 
         model = SamModel.from_pretrained(out, dtype=torch.float32)
     else:
-        model = new_model(args.seed, args.attn_gain, args.width, args.vit_hidden, args.average_tokens)
+        model = new_model(args.seed, args.attn_gain, args.width, args.vit_hidden)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
     print(f"parameters: {n_params:,}", flush=True)
