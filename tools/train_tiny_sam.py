@@ -488,7 +488,7 @@ def write_readme(out: Path, args, steps: int, seconds: float, metrics: dict) -> 
         "",
         "```bash",
         f"OMP_NUM_THREADS={args.threads} .venv/bin/python tools/train_tiny_sam.py --steps {args.steps} "
-        f"--minutes {args.minutes:g} --targets {args.targets} "
+        f"--minutes {args.minutes:g} --batch {args.batch} --targets {args.targets} "
         f"--width {args.width} --vit-hidden {args.vit_hidden}{' --subcells' if args.subcells else ''} --aux {args.aux} "
         f"--attn-gain {args.attn_gain:g} --threads {args.threads} --seed {args.seed} --out {args.out}",
         "```",
