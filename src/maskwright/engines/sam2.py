@@ -161,8 +161,15 @@ class Sam2Engine(SamFamilyEngine):
 
     def __init__(self, *args, **kwargs) -> None:
         self._pos_cache: dict = {}  # Hiera positional embedding per (token grid, dtype)
-        self._folded: dict = {}  # level -> folded (weight, bias) of neck lateral + conv_s*, or () if not foldable
         super().__init__(*args, **kwargs)
+        neck = self.model.vision_encoder.neck
+        n = len(neck.convs) - 1
+        convs = (self.model.mask_decoder.conv_s0, self.model.mask_decoder.conv_s1)
+        with torch.no_grad():  # per high-res level: neck lateral + conv_s* as one projection, None if it does not fold
+            self._folded = [
+                None if level in neck.fpn_top_down_levels else folded_projection(neck.convs[n - level], conv)
+                for level, conv in enumerate(convs)
+            ]
 
     def _load_model(self) -> nn.Module:
         from transformers import Sam2Model
@@ -198,14 +205,9 @@ class Sam2Engine(SamFamilyEngine):
         emb = fpn_level(encoder.neck, stages, encoder.num_feature_levels - 1).float()
         emb = emb + model.no_memory_embedding.reshape(1, -1, 1, 1)  # "no memory" token of single images
         out = {"image_embeddings": emb}
-        for level, (name, conv) in enumerate(
-            zip(self.high_res_names, (model.mask_decoder.conv_s0, model.mask_decoder.conv_s1))
-        ):
-            folded = self._folded.get(level)
-            if folded is None:
-                n = len(encoder.neck.convs) - 1
-                folded = self._folded.setdefault(level, folded_projection(encoder.neck.convs[n - level], conv) or ())
-            if folded and level not in encoder.neck.fpn_top_down_levels:
+        convs = (model.mask_decoder.conv_s0, model.mask_decoder.conv_s1)
+        for level, (name, conv, folded) in enumerate(zip(self.high_res_names, convs, self._folded)):
+            if folded is not None:
                 stage = stages[level]
                 flat = F.linear(stage.reshape(-1, stage.shape[-1]).float(), *folded)  # 2-D: one GEMM
                 feat = flat.reshape(*stage.shape[:3], -1).permute(0, 3, 1, 2).contiguous()
