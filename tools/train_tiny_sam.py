@@ -1,6 +1,6 @@
 """Train the tiny SAM test fixture (``tests/fixtures/tiny-sam``) on synthetic shapes, on a CPU.
 
-    OMP_NUM_THREADS=1 .venv/bin/python tools/train_tiny_sam.py --steps 2500 --out tests/fixtures/tiny-sam
+    OMP_NUM_THREADS=2 .venv/bin/python tools/train_tiny_sam.py --out /tmp/tiny-sam   # the fixture's recipe
 
 A ``transformers.SamModel`` with real SAM geometry (1024x1024 input, 16 px patches -> 64x64 embedding,
 256x256 low-res logits) and everything else tiny, trained with the *real* maskwright pre-processing
@@ -489,8 +489,8 @@ def write_readme(out: Path, args, steps: int, seconds: float, metrics: dict) -> 
         "```bash",
         f"OMP_NUM_THREADS={args.threads} .venv/bin/python tools/train_tiny_sam.py --steps {args.steps} "
         f"--minutes {args.minutes:g} --batch {args.batch} --targets {args.targets} "
-        f"--width {args.width} --vit-hidden {args.vit_hidden}{' --subcells' if args.subcells else ''} --aux {args.aux} "
-        f"--attn-gain {args.attn_gain:g} --threads {args.threads} --seed {args.seed} --out {args.out}",
+        f"--width {args.width} --vit-hidden {args.vit_hidden} --{'' if args.subcells else 'no-'}subcells "
+        f"--aux {args.aux} --attn-gain {args.attn_gain:g} --threads {args.threads} --seed {args.seed} --out {args.out}",
         "```",
         "",
         f"Run of {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {steps} steps of {args.batch} image(s) "
@@ -512,11 +512,11 @@ def write_readme(out: Path, args, steps: int, seconds: float, metrics: dict) -> 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=str(REPO / "tests" / "fixtures" / "tiny-sam"))
-    parser.add_argument("--steps", type=int, default=2500, help="optimizer steps (the learning-rate schedule's length)")
-    parser.add_argument("--minutes", type=float, default=120.0, help="wall-clock cap; stops early if reached")
-    parser.add_argument("--batch", type=int, default=1, help="images per step")
+    parser.add_argument("--steps", type=int, default=2300, help="optimizer steps (the learning-rate schedule's length)")
+    parser.add_argument("--minutes", type=float, default=30.0, help="wall-clock cap; stops early if reached")
+    parser.add_argument("--batch", type=int, default=2, help="images per step")
     parser.add_argument("--rounds", type=int, default=2, help="decoder rounds per target (1 prompt + corrections)")
-    parser.add_argument("--targets", type=int, default=4, help="prompts of each kind per image per step")
+    parser.add_argument("--targets", type=int, default=1, help="prompts of each kind per image per step")
     parser.add_argument(
         "--aux",
         choices=("channels", "head", "none"),
@@ -524,14 +524,17 @@ def main(argv: list[str] | None = None) -> None:
         help="instance-embedding loss on the embedding's first channels, through a discarded head, or none",
     )
     parser.add_argument(
-        "--subcells", action="store_true", help="auxiliary loss: each token predicts its 4x4 sub-cell mask"
+        "--subcells",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="auxiliary loss: each token predicts its 4x4 sub-cell mask",
     )
-    parser.add_argument("--vit-hidden", type=int, default=32, help="hidden size of the tiny ViT")
-    parser.add_argument("--width", type=int, default=32, help="image-embedding / decoder width")
+    parser.add_argument("--vit-hidden", type=int, default=64, help="hidden size of the tiny ViT")
+    parser.add_argument("--width", type=int, default=48, help="image-embedding / decoder width")
     parser.add_argument("--attn-gain", type=float, default=2.0, help="q/k projection gain of the aligned init")
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (use 1 on a shared CPU)")
     parser.add_argument("--save-every", type=float, default=3.0, help="minutes between checkpoints")
     parser.add_argument("--resume", action="store_true", help="start from the model already in --out")
     args = parser.parse_args(argv)
