@@ -43,7 +43,9 @@ REPO = Path(__file__).resolve().parents[1]
 INPUT = sam_common.INPUT_SIZE  # 1024
 
 
-def tiny_sam_config(width: int = 32, vit_hidden: int = 32):
+def tiny_sam_config(
+    width: int = 32, vit_hidden: int = 32, vit_layers: int = 3, window: int = 16, downsample: int = 2, heads: int = 2
+):
     """SamConfig with SAM's geometry (1024 input, 16 px patches, 256 low-res) and tiny widths/depths.
 
     Only windowed attention in the ViT: one global layer over 64x64 tokens costs ~4x the rest on a CPU,
@@ -56,9 +58,9 @@ def tiny_sam_config(width: int = 32, vit_hidden: int = 32):
         vision_config=dict(
             hidden_size=vit_hidden,
             output_channels=width,
-            num_hidden_layers=3,
+            num_hidden_layers=vit_layers,
             num_attention_heads=2,
-            window_size=16,
+            window_size=window,
             global_attn_indexes=[],
             num_pos_feats=width // 2,
             mlp_ratio=2.0,
@@ -70,19 +72,19 @@ def tiny_sam_config(width: int = 32, vit_hidden: int = 32):
             hidden_size=width,
             mlp_dim=4 * width,
             num_hidden_layers=2,
-            num_attention_heads=2,
-            attention_downsample_rate=2,
+            num_attention_heads=heads,
+            attention_downsample_rate=downsample,
             iou_head_hidden_dim=32,
             iou_head_depth=3,
         ),
     )
 
 
-def new_model(seed: int, gain: float = 2.0, width: int = 32, vit_hidden: int = 32):
+def new_model(seed: int, gain: float = 2.0, width: int = 32, vit_hidden: int = 32, **config):
     from transformers import SamModel
 
     torch.manual_seed(seed)
-    model = SamModel(tiny_sam_config(width, vit_hidden))
+    model = SamModel(tiny_sam_config(width, vit_hidden, **config))
     with torch.no_grad():
         # SamVisionConfig.initializer_range is 1e-10 (pretrained weights are expected to overwrite it): the
         # encoder would start dead. Use PyTorch's default initialisation everywhere, as segment-anything does.
@@ -277,15 +279,10 @@ def instance_embedding_loss(head: nn.Module | None, emb: torch.Tensor, scenes, r
     return total / len(scenes)
 
 
-def subcell_targets(scene, grid: int = 64, sub: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    """Per image-embedding token, which of its ``sub x sub`` sub-cells (4 px of the 1024 frame: the
-    resolution of SAM's low-res logits) belong to the token's majority instance: (grid, grid, sub*sub)
-    float32 0/1 targets and a (grid, grid) bool validity (False in the padding).
-
-    SAM's mask decoder upsamples each token to its 4x4 sub-cells with stride-2 transposed convolutions, so
-    a mask boundary inside a token can only come from what that token's embedding says about it; the
-    instance loss ignores exactly those boundary tokens.
-    """
+def subcell_labels(scene, grid: int = 64, sub: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Instance label (0 background, k + 1 shape k) of every ``sub x sub`` sub-cell of every image-embedding
+    token -- 4 px of the 1024 frame, the resolution of SAM's low-res logits -- as (grid, grid, sub*sub)
+    int64, and a (grid, grid) bool validity (False in the padding)."""
     h, w = scene.masks.shape[1:]
     size = grid * sub
     vh, vw = longest_side_shape(h, w, size)
@@ -295,13 +292,55 @@ def subcell_targets(scene, grid: int = 64, sub: int = 4) -> tuple[np.ndarray, np
         inst[m] = k + 1
     labels[:vh, :vw] = cv2.resize(inst.astype(np.int32), (vw, vh), interpolation=cv2.INTER_NEAREST)
     cells = labels.reshape(grid, sub, grid, sub).transpose(0, 2, 1, 3).reshape(grid, grid, sub * sub)
-    counts = np.stack([(cells == k).sum(-1) for k in range(len(scene.masks) + 1)], -1)
-    majority = counts.argmax(-1)
-    target = (cells == majority[..., None]).astype(np.float32)
     gh, gw = -(-vh // sub), -(-vw // sub)
     valid = np.zeros((grid, grid), bool)
     valid[:gh, :gw] = True
-    return target, valid
+    return cells, valid
+
+
+def subcell_targets(scene, grid: int = 64, sub: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Per image-embedding token, which of its sub-cells belong to the token's majority instance:
+    (grid, grid, sub*sub) float32 0/1 targets and the (grid, grid) validity of :func:`subcell_labels`.
+
+    SAM's mask decoder upsamples each token to its 4x4 sub-cells with stride-2 transposed convolutions, so
+    a mask boundary inside a token can only come from what that token's embedding says about it; the
+    instance loss ignores exactly those boundary tokens.
+    """
+    cells, valid = subcell_labels(scene, grid, sub)
+    counts = np.stack([(cells == k).sum(-1) for k in range(len(scene.masks) + 1)], -1)
+    majority = counts.argmax(-1)
+    return (cells == majority[..., None]).astype(np.float32), valid
+
+
+def object_colour_targets(scene, grid: int = 64, sub: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Per token, the mean colour of the object (or background) under each of its sub-cells, normalised
+    as the encoder's input: (grid, grid, sub*sub*3) float32 targets and the (grid, grid) validity.
+
+    "Same object as the click" is, on these scenes, mostly "same underlying colour, texture aside"; a
+    token that states its sub-cells' object colours gives the decoder that comparison at the resolution of
+    the low-res logits, where the prompt losses alone teach it slowly.
+    """
+    cells, valid = subcell_labels(scene, grid, sub)
+    inst = np.zeros(scene.masks.shape[1:], np.int64)
+    for k, m in enumerate(scene.masks):
+        inst[m] = k + 1
+    table = np.zeros((len(scene.masks) + 1, 3), np.float32)
+    for k in range(len(table)):
+        region = scene.image[inst == k]
+        if len(region):
+            table[k] = region.mean(0)
+    table = (table / 255.0 - sam_common.IMAGENET_MEAN) / sam_common.IMAGENET_STD
+    return table[cells].reshape(grid, grid, sub * sub * 3), valid
+
+
+def object_colour_loss(head: nn.Module, emb: torch.Tensor, scenes) -> torch.Tensor:
+    """MSE of a linear head (discarded after training) predicting :func:`object_colour_targets`."""
+    total = torch.zeros(())
+    for i, scene in enumerate(scenes):
+        target, valid = object_colour_targets(scene, emb.shape[-1])
+        tokens = emb[i].permute(1, 2, 0)[torch.from_numpy(valid)]
+        total = total + F.mse_loss(head(tokens), torch.from_numpy(target[valid]))
+    return total / len(scenes)
 
 
 def subcell_loss(head: nn.Module, emb: torch.Tensor, scenes) -> torch.Tensor:
@@ -369,13 +408,23 @@ MODES = ("click", "box", "union")
 
 
 def train_step(
-    model, scenes, rng, rounds: int, targets: int = 1, aux: str = "none", aux_head=None, subcell_head=None
+    model,
+    scenes,
+    rng,
+    rounds: int,
+    targets: int = 1,
+    aux: str = "none",
+    aux_head=None,
+    subcell_head=None,
+    colour_head=None,
 ) -> tuple[torch.Tensor, dict]:
     pixel = np.concatenate([sam_common.preprocess_sam(s.image)[0] for s in scenes])
     emb = model.vision_encoder(torch.from_numpy(pixel)).last_hidden_state
     aux = instance_embedding_loss(aux_head, emb, scenes, rng) if aux != "none" else torch.zeros(())
     if subcell_head is not None:
         aux = aux + subcell_loss(subcell_head, emb, scenes)
+    if colour_head is not None:
+        aux = aux + object_colour_loss(colour_head, emb, scenes)
     image_pe = model.get_image_wide_positional_embeddings()
     groups: dict[str, list[Task]] = {}
     for i, scene in enumerate(scenes):
@@ -474,8 +523,10 @@ def write_readme(out: Path, args, steps: int, seconds: float, metrics: dict) -> 
         "# tiny-sam: a SamModel trained by this project, for tests of the real SAM path",
         "",
         "A `transformers.SamModel` with SAM's geometry (1024x1024 input, 16 px patches, 64x64 image embedding,",
-        f"256x256 low-res logits) and tiny widths: ViT hidden {args.vit_hidden}, 3 windowed layers (window 16,",
-        f"no global attention), {args.width} output channels, mask decoder width {args.width} with 2 two-way layers.",
+        f"256x256 low-res logits) and tiny widths: ViT hidden {args.vit_hidden}, {args.vit_layers} windowed layers "
+        f"(window {args.window},",
+        f"no global attention), {args.width} output channels, mask decoder width {args.width} with 2 two-way layers "
+        f"({args.decoder_heads} heads, cross-attention downsampled {args.attn_downsample}x).",
         f"{n_params:,} parameters, `model.safetensors` {size / 1e6:.2f} MB (float32).",
         "",
         "Trained from scratch on synthetic scenes (`tools/synthetic_shapes.py`: textured ellipses, polygons and",
@@ -483,14 +534,18 @@ def write_readme(out: Path, args, steps: int, seconds: float, metrics: dict) -> 
         "jittered box, two clicks -> union then a negative click), correction clicks from the error region and",
         "previous logits as `mask_input`, plus a supervised-contrastive instance loss on the image embedding"
         + (" and a loss making each token predict its 4x4 sub-cell mask" if args.subcells else "")
+        + (" and the object colour under each sub-cell" if args.colour else "")
         + ",",
         "and a decoder whose prompt<->image attention starts as a positional/appearance match, by:",
         "",
         "```bash",
         f"OMP_NUM_THREADS={args.threads} .venv/bin/python tools/train_tiny_sam.py --steps {args.steps} "
         f"--minutes {args.minutes:g} --batch {args.batch} --targets {args.targets} "
-        f"--width {args.width} --vit-hidden {args.vit_hidden} --{'' if args.subcells else 'no-'}subcells "
-        f"--aux {args.aux} --attn-gain {args.attn_gain:g} --threads {args.threads} --seed {args.seed} --out {args.out}",
+        f"--width {args.width} --vit-hidden {args.vit_hidden} --vit-layers {args.vit_layers} --window {args.window} "
+        f"--attn-downsample {args.attn_downsample} --decoder-heads {args.decoder_heads} "
+        f"--{'' if args.subcells else 'no-'}subcells --{'' if args.colour else 'no-'}colour "
+        f"--aux {args.aux} --attn-gain {args.attn_gain:g} --lr {args.lr:g} --threads {args.threads} "
+        f"--seed {args.seed} --out {args.out}",
         "```",
         "",
         f"Run of {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {steps} steps of {args.batch} image(s) "
@@ -529,8 +584,18 @@ def main(argv: list[str] | None = None) -> None:
         default=True,
         help="auxiliary loss: each token predicts its 4x4 sub-cell mask",
     )
+    parser.add_argument(
+        "--colour",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="auxiliary loss: each token predicts the object colour under each of its 4x4 sub-cells",
+    )
     parser.add_argument("--vit-hidden", type=int, default=64, help="hidden size of the tiny ViT")
     parser.add_argument("--width", type=int, default=48, help="image-embedding / decoder width")
+    parser.add_argument("--vit-layers", type=int, default=3, help="windowed attention layers of the tiny ViT")
+    parser.add_argument("--window", type=int, default=16, help="ViT attention window, in tokens")
+    parser.add_argument("--attn-downsample", type=int, default=2, help="mask decoder cross-attention downsample rate")
+    parser.add_argument("--decoder-heads", type=int, default=2, help="mask decoder attention heads")
     parser.add_argument("--attn-gain", type=float, default=2.0, help="q/k projection gain of the aligned init")
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
@@ -546,15 +611,25 @@ def main(argv: list[str] | None = None) -> None:
 
         model = SamModel.from_pretrained(out, dtype=torch.float32)
     else:
-        model = new_model(args.seed, args.attn_gain, args.width, args.vit_hidden)
+        model = new_model(
+            args.seed,
+            args.attn_gain,
+            args.width,
+            args.vit_hidden,
+            vit_layers=args.vit_layers,
+            window=args.window,
+            downsample=args.attn_downsample,
+            heads=args.decoder_heads,
+        )
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
     print(f"parameters: {n_params:,}", flush=True)
     channels = model.config.vision_config.output_channels
     aux_head = nn.Linear(channels, 16) if args.aux == "head" else None
     subcell_head = nn.Linear(channels, 16) if args.subcells else None
+    colour_head = nn.Linear(channels, 48) if args.colour else None
     params = list(model.parameters())
-    for head in (aux_head, subcell_head):
+    for head in (aux_head, subcell_head, colour_head):
         params += list(head.parameters()) if head is not None else []
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     budget = args.minutes * 60
@@ -571,7 +646,9 @@ def main(argv: list[str] | None = None) -> None:
         for g in opt.param_groups:
             g["lr"] = lr
         scenes = [make_scene(rng, *random_size(rng)) for _ in range(args.batch)]
-        loss, stats = train_step(model, scenes, rng, args.rounds, args.targets, args.aux, aux_head, subcell_head)
+        loss, stats = train_step(
+            model, scenes, rng, args.rounds, args.targets, args.aux, aux_head, subcell_head, colour_head
+        )
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
