@@ -81,7 +81,7 @@ def tiny_sam_config(
     )
 
 
-def new_model(seed: int, gain: float = 2.0, width: int = 32, vit_hidden: int = 32, **config):
+def new_model(seed: int, gain: float = 2.0, width: int = 32, vit_hidden: int = 32, patch_init: bool = False, **config):
     from transformers import SamModel
 
     torch.manual_seed(seed)
@@ -99,10 +99,35 @@ def new_model(seed: int, gain: float = 2.0, width: int = 32, vit_hidden: int = 3
             model.shared_image_embedding.positional_embedding
         )
         align_prompt_attention(model, gain)
+    if patch_init:
+        init_patch_embedding_as_subcell_colours(model)
     # SAM keeps the random Fourier features fixed (a buffer); transformers makes them a Parameter.
     model.shared_image_embedding.positional_embedding.requires_grad_(False)
     model.prompt_encoder.shared_embedding.positional_embedding.requires_grad_(False)
     return model
+
+
+def init_patch_embedding_as_subcell_colours(model, sub: int = 4) -> None:
+    """Start the first ``sub*sub*3`` channels of the ViT's patch embedding as the mean colour of each
+    ``sub x sub`` sub-cell of the 16 px patch (4 px: the low-res logits' resolution).
+
+    Random 16x16x3 -> hidden projections keep little of what the decoder needs (which object each 4 px
+    cell belongs to, i.e. mostly its colour); starting from the sub-cell colours gives the encoder that
+    information from step 0 and leaves training to refine it (the weights stay trainable).
+    """
+    conv = model.vision_encoder.patch_embed.projection
+    patch = conv.kernel_size[0]
+    cell = patch // sub
+    if conv.out_channels < sub * sub * 3:
+        raise ValueError(f"patch embedding has {conv.out_channels} channels, needs >= {sub * sub * 3}")
+    with torch.no_grad():
+        for sy in range(sub):
+            for sx in range(sub):
+                for c in range(3):
+                    k = (sy * sub + sx) * 3 + c
+                    conv.weight[k].zero_()
+                    conv.weight[k, c, sy * cell : (sy + 1) * cell, sx * cell : (sx + 1) * cell] = 1.0 / (cell * cell)
+                    conv.bias[k] = 0.0
 
 
 def align_prompt_attention(model, gain: float = 2.0, values: bool = True) -> None:
@@ -445,6 +470,45 @@ def decode(model, image_embeddings, image_pe, tasks, masks_in, multimask: bool):
     return masks[:, 0], iou[:, 0]
 
 
+class TokenAttentionProbe:
+    """Captures the inputs of the mask decoder's token->image attentions (both two-way layers and the final
+    one) so that :func:`localisation_loss` can read where the output tokens look."""
+
+    def __init__(self, model) -> None:
+        self.calls: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []
+        for name, module in model.mask_decoder.named_modules():
+            if name.endswith("attn_token_to_image") and not name.endswith("image_to_token"):
+                module.register_forward_pre_hook(self._capture, with_kwargs=True)
+
+    def _capture(self, module, args, kwargs):
+        self.calls.append((module, kwargs["query"], kwargs["key"]))
+
+    def pop(self) -> list[tuple[nn.Module, torch.Tensor, torch.Tensor]]:
+        calls, self.calls = self.calls, []
+        return calls
+
+
+def localisation_loss(calls, target: torch.Tensor, n_out: int = 5) -> torch.Tensor:
+    """-log of the attention mass that the IoU and mask tokens put on the target's tokens, averaged over heads,
+    tokens and attention layers. ``target``: (N, 1, 4g, 4g) low-res 0/1 masks of embeddings of g x g tokens.
+
+    The decoder must find the object from the prompt before it can segment it; for a box that means
+    looking inside the box, not at its corners (where the corner tokens' positional match points: the
+    background). This supervises that step directly instead of only through the final mask.
+    """
+    cover = F.avg_pool2d(target, 4).flatten(1)  # (N, g*g) share of each token on the target
+    inside = torch.where((cover >= 0.5).any(1, keepdim=True), cover >= 0.5, cover > 0)
+    total = torch.zeros(())
+    for module, query, key in calls:
+        heads = module.num_attention_heads
+        q = module._separate_heads(module.q_proj(query[:, :, :n_out]), heads)
+        k = module._separate_heads(module.k_proj(key), heads)
+        logp = torch.log_softmax((q @ k.transpose(-1, -2)) * module.scaling, dim=-1)  # (N, heads, n_out, g*g)
+        on_target = logp.masked_fill(~inside[:, None, None, :], float("-inf")).logsumexp(-1)
+        total = total - on_target.mean()
+    return total / max(1, len(calls))
+
+
 def mask_losses(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-candidate BCE + dice: logits (N, K, 256, 256), target (N, 1, 256, 256) -> (N, K)."""
     t = target.expand_as(logits)
@@ -477,6 +541,8 @@ def train_step(
     subcell_head=None,
     colour_head=None,
     modes: tuple[str, ...] = MODES,
+    probe: TokenAttentionProbe | None = None,
+    loc_weight: float = 0.0,
 ) -> tuple[torch.Tensor, dict]:
     """Loss of one step on ``batch``: ``targets`` prompts of each kind in ``modes`` per sample, each decoded
     for ``rounds`` rounds (first prompt, then correction clicks). Stats: first-round IoU per mode, IoU per
@@ -509,17 +575,20 @@ def train_step(
             # several clicks ask for one mask (token 0), which is what the box test and users get.
             multimask = r == 0 and tasks[0].mode == "click" or rng.random() < 0.25
             logits, iou_pred = decode(model, emb[idx], image_pe[idx], tasks, masks_in, multimask)
+            calls = probe.pop() if probe is not None else []
             target = torch.from_numpy(np.stack([t.target(r) for t in tasks]).astype(np.float32))[:, None]
             losses = mask_losses(logits, target)
             best = losses.argmin(1)
             with torch.no_grad():
                 true_iou = hard_iou(logits, target)
             loss = losses.gather(1, best[:, None]).mean() + F.mse_loss(iou_pred, true_iou)
+            if loc_weight > 0:
+                loss = loss + loc_weight * localisation_loss(calls, target)
             total = total + loss
             per_round[r].append(float(true_iou.gather(1, best[:, None]).mean()))
             if r == 0:
                 per_mode[mode] = per_round[0][-1]
-            chosen = logits.detach()[torch.arange(len(tasks)), best]
+            chosen = logits.detach().float()[torch.arange(len(tasks)), best]
             prev_logits = chosen
             if r + 1 < rounds:
                 for t, lg in zip(tasks, chosen.numpy()):
@@ -586,6 +655,22 @@ def save(model, out: Path) -> None:
     model.save_pretrained(out, safe_serialization=True)
 
 
+def recipe_command(args) -> str:
+    """The command line that reproduces a run (every flag that changes the model)."""
+    flags = [
+        f"--steps {args.steps} --minutes {args.minutes:g} --batch {args.batch} --crop {args.crop}",
+        f"--crop-batch {args.crop_batch} --full-every {args.full_every} --modes {args.modes} --targets {args.targets}",
+        f"--rounds {args.rounds} --width {args.width} --vit-hidden {args.vit_hidden} --vit-layers {args.vit_layers}",
+        f"--window {args.window} --attn-downsample {args.attn_downsample} --decoder-heads {args.decoder_heads}",
+        f"--{'' if args.subcells else 'no-'}subcells --{'' if args.colour else 'no-'}colour --aux {args.aux}",
+        f"--loc-weight {args.loc_weight:g} --attn-gain {args.attn_gain:g} --lr {args.lr:g}"
+        + (" --patch-init" if args.patch_init else "")
+        + (" --bf16" if args.bf16 else ""),
+        f"--threads {args.threads} --seed {args.seed} --out {args.out}",
+    ]
+    return f"OMP_NUM_THREADS={args.threads} .venv/bin/python tools/train_tiny_sam.py " + " \\\n    ".join(flags)
+
+
 def write_readme(out: Path, args, steps: int, seconds: float, metrics: dict) -> None:
     size = (out / "model.safetensors").stat().st_size
     n_params = metrics.pop("n_params")
@@ -606,20 +691,26 @@ def write_readme(out: Path, args, steps: int, seconds: float, metrics: dict) -> 
         + (" and a loss making each token predict its 4x4 sub-cell mask" if args.subcells else "")
         + (" and the object colour under each sub-cell" if args.colour else "")
         + ",",
-        "and a decoder whose prompt<->image attention starts as a positional/appearance match, by:",
+        "and a decoder whose prompt<->image attention starts as a positional/appearance match"
+        + (
+            f"; steps of {args.crop_batch} token-aligned {args.crop * 16} px crops of the padded 1024 frame"
+            if args.crop < INPUT // 16
+            else ""
+        )
+        + (
+            f"; a loss (weight {args.loc_weight:g}) on where the decoder's output tokens attend (on the target)"
+            if args.loc_weight > 0
+            else ""
+        )
+        + "; by:",
         "",
         "```bash",
-        f"OMP_NUM_THREADS={args.threads} .venv/bin/python tools/train_tiny_sam.py --steps {args.steps} "
-        f"--minutes {args.minutes:g} --batch {args.batch} --targets {args.targets} "
-        f"--width {args.width} --vit-hidden {args.vit_hidden} --vit-layers {args.vit_layers} --window {args.window} "
-        f"--attn-downsample {args.attn_downsample} --decoder-heads {args.decoder_heads} "
-        f"--{'' if args.subcells else 'no-'}subcells --{'' if args.colour else 'no-'}colour "
-        f"--aux {args.aux} --attn-gain {args.attn_gain:g} --lr {args.lr:g} --threads {args.threads} "
-        f"--seed {args.seed} --out {args.out}",
+        recipe_command(args),
         "```",
         "",
-        f"Run of {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {steps} steps of {args.batch} image(s) "
-        f"({args.targets} prompts of each kind per image) in {seconds / 60:.1f} min on a 2-core x86_64 VM",
+        f"Run of {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {steps} steps "
+        f"({args.targets} prompt(s) of each kind in {args.modes} per image) in {seconds / 60:.1f} min on a 2-core "
+        "x86_64 VM",
         f"(no GPU, {args.threads} torch thread(s); other jobs may have shared the CPU, so the time is an upper bound).",
         "",
         "Evaluation through `maskwright.Predictor` on fresh scenes (seed 12345, sizes "
@@ -674,7 +765,7 @@ def batch_stream(args, seed: int, workers: int):
         worker.terminate()
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=str(REPO / "tests" / "fixtures" / "tiny-sam"))
     parser.add_argument("--steps", type=int, default=2300, help="optimizer steps (the learning-rate schedule's length)")
@@ -685,6 +776,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--workers", type=int, default=0, choices=(0, 1), help="1: make batches in a background process"
     )
+    parser.add_argument(
+        "--loc-weight", type=float, default=0.0, help="weight of the decoder-attention localisation loss (0: off)"
+    )
+    parser.add_argument(
+        "--patch-init", action="store_true", help="start the patch embedding as 4x4 sub-cell mean colours"
+    )
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast for forward passes (weights stay fp32)")
     parser.add_argument("--full-every", type=int, default=0, help="every Nth step is a full-frame step (0: never)")
     parser.add_argument("--rounds", type=int, default=2, help="decoder rounds per target (1 prompt + corrections)")
     parser.add_argument(
@@ -721,7 +819,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (use 1 on a shared CPU)")
     parser.add_argument("--save-every", type=float, default=3.0, help="minutes between checkpoints")
     parser.add_argument("--resume", action="store_true", help="start from the model already in --out")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     rng = np.random.default_rng(args.seed)
@@ -739,6 +841,7 @@ def main(argv: list[str] | None = None) -> None:
             window=args.window,
             downsample=args.attn_downsample,
             heads=args.decoder_heads,
+            patch_init=args.patch_init,
         )
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
@@ -755,6 +858,7 @@ def main(argv: list[str] | None = None) -> None:
     start = last_save = time.time()
     step, recent, recent_modes = 0, [], {}
     batches = batch_stream(args, args.seed + 1, args.workers)
+    probe = TokenAttentionProbe(model) if args.loc_weight > 0 else None
     modes = tuple(args.modes.split(","))
     while step < args.steps:
         elapsed = time.time() - start
@@ -767,9 +871,21 @@ def main(argv: list[str] | None = None) -> None:
         for g in opt.param_groups:
             g["lr"] = lr
         batch = next(batches)
-        loss, stats = train_step(
-            model, batch, rng, args.rounds, args.targets, args.aux, aux_head, subcell_head, colour_head, modes
-        )
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            loss, stats = train_step(
+                model,
+                batch,
+                rng,
+                args.rounds,
+                args.targets,
+                args.aux,
+                aux_head,
+                subcell_head,
+                colour_head,
+                modes,
+                probe,
+                args.loc_weight,
+            )
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
