@@ -543,6 +543,7 @@ def train_step(
     modes: tuple[str, ...] = MODES,
     probe: TokenAttentionProbe | None = None,
     loc_weight: float = 0.0,
+    candidate_weight: float = 0.0,
 ) -> tuple[torch.Tensor, dict]:
     """Loss of one step on ``batch``: ``targets`` prompts of each kind in ``modes`` per sample, each decoded
     for ``rounds`` rounds (first prompt, then correction clicks). Stats: first-round IoU per mode, IoU per
@@ -582,6 +583,10 @@ def train_step(
             with torch.no_grad():
                 true_iou = hard_iou(logits, target)
             loss = losses.gather(1, best[:, None]).mean() + F.mse_loss(iou_pred, true_iou)
+            if candidate_weight > 0 and losses.shape[1] > 1:
+                # Synthetic shapes have no parts: every candidate of a click can be the whole shape, which
+                # makes the answer depend less on the IoU head picking the right one.
+                loss = loss + candidate_weight * losses.mean()
             if loc_weight > 0:
                 loss = loss + loc_weight * localisation_loss(calls, target)
             total = total + loss
@@ -663,9 +668,8 @@ def recipe_command(args) -> str:
         f"--rounds {args.rounds} --width {args.width} --vit-hidden {args.vit_hidden} --vit-layers {args.vit_layers}",
         f"--window {args.window} --attn-downsample {args.attn_downsample} --decoder-heads {args.decoder_heads}",
         f"--{'' if args.subcells else 'no-'}subcells --{'' if args.colour else 'no-'}colour --aux {args.aux}",
-        f"--loc-weight {args.loc_weight:g} --attn-gain {args.attn_gain:g} --lr {args.lr:g}"
-        + (" --patch-init" if args.patch_init else "")
-        + (" --bf16" if args.bf16 else ""),
+        f"--loc-weight {args.loc_weight:g} --candidate-weight {args.candidate_weight:g} --attn-gain {args.attn_gain:g} "
+        f"--lr {args.lr:g}" + (" --patch-init" if args.patch_init else "") + (" --bf16" if args.bf16 else ""),
         f"--threads {args.threads} --seed {args.seed} --out {args.out}",
     ]
     return f"OMP_NUM_THREADS={args.threads} .venv/bin/python tools/train_tiny_sam.py " + " \\\n    ".join(flags)
@@ -780,6 +784,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--loc-weight", type=float, default=0.0, help="weight of the decoder-attention localisation loss (0: off)"
     )
     parser.add_argument(
+        "--candidate-weight", type=float, default=0.0, help="weight of the mean loss over all multimask candidates"
+    )
+    parser.add_argument(
         "--patch-init", action="store_true", help="start the patch embedding as 4x4 sub-cell mean colours"
     )
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast for forward passes (weights stay fp32)")
@@ -885,6 +892,7 @@ def main(argv: list[str] | None = None) -> None:
                 modes,
                 probe,
                 args.loc_weight,
+                args.candidate_weight,
             )
         opt.zero_grad()
         loss.backward()
