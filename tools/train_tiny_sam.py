@@ -544,6 +544,8 @@ def train_step(
     probe: TokenAttentionProbe | None = None,
     loc_weight: float = 0.0,
     candidate_weight: float = 0.0,
+    iou_weight: float = 1.0,
+    select_weight: float = 0.0,
 ) -> tuple[torch.Tensor, dict]:
     """Loss of one step on ``batch``: ``targets`` prompts of each kind in ``modes`` per sample, each decoded
     for ``rounds`` rounds (first prompt, then correction clicks). Stats: first-round IoU per mode, IoU per
@@ -582,7 +584,11 @@ def train_step(
             best = losses.argmin(1)
             with torch.no_grad():
                 true_iou = hard_iou(logits, target)
-            loss = losses.gather(1, best[:, None]).mean() + F.mse_loss(iou_pred, true_iou)
+            loss = losses.gather(1, best[:, None]).mean() + iou_weight * F.mse_loss(iou_pred, true_iou)
+            if select_weight > 0 and losses.shape[1] > 1:
+                # Predictor answers a click with the candidate of highest predicted IoU: train that choice
+                # directly (softmax over the candidates' scores, the truly best one as the class).
+                loss = loss + select_weight * F.cross_entropy(iou_pred / 0.1, true_iou.argmax(1))
             if candidate_weight > 0 and losses.shape[1] > 1:
                 # Synthetic shapes have no parts: every candidate of a click can be the whole shape, which
                 # makes the answer depend less on the IoU head picking the right one.
@@ -668,7 +674,8 @@ def recipe_command(args) -> str:
         f"--rounds {args.rounds} --width {args.width} --vit-hidden {args.vit_hidden} --vit-layers {args.vit_layers}",
         f"--window {args.window} --attn-downsample {args.attn_downsample} --decoder-heads {args.decoder_heads}",
         f"--{'' if args.subcells else 'no-'}subcells --{'' if args.colour else 'no-'}colour --aux {args.aux}",
-        f"--loc-weight {args.loc_weight:g} --candidate-weight {args.candidate_weight:g} --attn-gain {args.attn_gain:g} "
+        f"--loc-weight {args.loc_weight:g} --candidate-weight {args.candidate_weight:g}",
+        f"--iou-weight {args.iou_weight:g} --select-weight {args.select_weight:g} --attn-gain {args.attn_gain:g}",
         f"--lr {args.lr:g}" + (" --patch-init" if args.patch_init else "") + (" --bf16" if args.bf16 else ""),
         f"--threads {args.threads} --seed {args.seed} --out {args.out}",
     ]
@@ -786,6 +793,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--candidate-weight", type=float, default=0.0, help="weight of the mean loss over all multimask candidates"
     )
+    parser.add_argument("--iou-weight", type=float, default=1.0, help="weight of the IoU head's MSE loss")
+    parser.add_argument(
+        "--select-weight",
+        type=float,
+        default=0.0,
+        help="weight of a cross-entropy loss making the IoU head rank the best click candidate first",
+    )
     parser.add_argument(
         "--patch-init", action="store_true", help="start the patch embedding as 4x4 sub-cell mean colours"
     )
@@ -893,6 +907,8 @@ def main(argv: list[str] | None = None) -> None:
                 probe,
                 args.loc_weight,
                 args.candidate_weight,
+                args.iou_weight,
+                args.select_weight,
             )
         opt.zero_grad()
         loss.backward()
