@@ -6,8 +6,8 @@ scenes of non-square sizes. The model was trained on such scenes (``tools/train_
 or a box must recover the shape; a coordinate or padding bug anywhere on the path misplaces the prompt or
 the mask and fails these bars (``test_coordinate_bug_is_caught`` checks that on purpose).
 
-Status: the committed fixture is undertrained (on its evaluation scenes mean click IoU 0.63, box 0.51; 0.73
-for clicks on this module's scenes: it finds the clicked shape only part of the time), so the
+Status: the committed fixture is undertrained (on its evaluation scenes mean click IoU 0.59, box 0.69; on
+this module's scenes click 0.63, box 0.73: it finds the prompted shape only part of the time), so the
 prompt-accuracy tests are marked ``xfail``; ``test_masks_land_on_the_shapes``, the ONNX test and the
 segment-everything plumbing hold today.
 """

@@ -1,0 +1,126 @@
+"""The tiny SAM fixture's trainer (``tools/train_tiny_sam.py``).
+
+Its own encoder call, crops and prompt frames must be the real SAM path's, or the fixture learns a model
+other than the one ``Predictor`` runs; its README's command must reproduce the run.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import train_tiny_sam as trainer  # noqa: E402
+from synthetic_shapes import make_scene  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def model():
+    return trainer.new_model(0, width=16, vit_hidden=16).eval()
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return make_scene(np.random.default_rng(3), 600, 800, n_shapes=4)
+
+
+def full_and_crop(scene, ty: int, tx: int, grid: int = 32):
+    full = trainer.make_sample(scene, np.random.default_rng(0), grid=64)
+    crop = trainer.Sample(scene, full.pixel, full.masks, ty, tx, grid)
+    return full, crop
+
+
+def test_full_frame_encode_is_transformers(model, scene):
+    full, _ = full_and_crop(scene, 0, 0)
+    with torch.no_grad():
+        ours = trainer.encode(model, [full])
+        ref = model.get_image_embeddings(torch.from_numpy(full.pixel))
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-4)
+
+
+def test_window_aligned_crop_is_part_of_the_full_frame(model, scene):
+    full, aligned = full_and_crop(scene, 16, 16)
+    _, shifted = full_and_crop(scene, 8, 8)
+    with torch.no_grad():
+        whole = trainer.encode(model, [full])[0]
+        a = trainer.encode(model, [aligned])[0]
+        s = trainer.encode(model, [shifted])[0]
+    # The neck's 3x3 conv sees zero padding on a crop's border tokens: compare the interior.
+    torch.testing.assert_close(a[:, 1:-1, 1:-1], whole[:, 17:47, 17:47], atol=1e-5, rtol=1e-4)
+    # At other offsets the attention windows tile the crop differently: not the same embedding.
+    assert (s[:, 1:-1, 1:-1] - whole[:, 9:39, 9:39]).abs().max() > 1e-2
+
+
+def test_crop_offsets_follow_alignment_and_hold_whole_shapes(scene):
+    rng = np.random.default_rng(1)
+    for align in (1, 16):
+        for _ in range(20):
+            sample = trainer.make_sample(scene, rng, grid=32, align=align)
+            assert sample is not None and sample.eligible
+            assert sample.ty % align == 0 and sample.tx % align == 0
+            assert 0 <= sample.ty <= 32 and 0 <= sample.tx <= 32
+            assert sample.pixel.shape == (1, 3, 512, 512) and sample.masks.shape[1:] == (128, 128)
+            full_area = np.stack([trainer.lowres_target(m) > 0.5 for m in scene.masks]).sum((1, 2))
+            for k in sample.eligible:
+                assert sample.masks[k].sum() >= 0.9 * full_area[k]
+
+
+def test_prompts_land_on_their_shape_in_the_1024_frame(scene):
+    """A click sampled in a crop's low-res pixels, mapped to the 1024 frame, hits the same shape there;
+    a box from the crop encloses the shape in the 1024 frame."""
+    rng = np.random.default_rng(2)
+    full_masks = np.stack([trainer.lowres_target(m) > 0.5 for m in scene.masks])
+    scale = trainer.INPUT / trainer.LOWRES
+    for _ in range(30):
+        sample = trainer.make_sample(scene, rng, grid=32)
+        click = trainer.Task(0, "click", sample, rng)
+        k = [i for i in range(len(full_masks)) if np.array_equal(sample.masks[i], click.gt)][0]
+        x, y = click.points[0] / scale
+        assert full_masks[k][int(y), int(x)], "click lands off its shape in the full frame"
+        box = trainer.Task(0, "box", sample, rng)
+        k = [i for i in range(len(full_masks)) if np.array_equal(sample.masks[i], box.gt)][0]
+        ys, xs = np.nonzero(full_masks[k])
+        centre = np.array([xs.mean(), ys.mean()]) * scale
+        assert box.box[0] <= centre[0] <= box.box[2] and box.box[1] <= centre[1] <= box.box[3]
+
+
+def test_localisation_loss_falls_as_the_target_grows(model, scene):
+    """-log attention mass on the target: zero on the whole crop, larger on nested smaller targets."""
+    rng = np.random.default_rng(4)
+    sample = trainer.make_sample(scene, rng, grid=32)
+    task = trainer.Task(0, "box", sample, rng)
+    probe = trainer.TokenAttentionProbe(model)
+    with torch.no_grad():
+        emb = trainer.encode(model, [sample])
+        pe = model.get_image_wide_positional_embeddings()[0].permute(1, 2, 0)
+        image_pe = sample.tokens(pe).permute(2, 0, 1)[None]
+        trainer.decode(model, emb, image_pe, [task], None, multimask=False)
+        calls = probe.pop()
+        assert len(calls) == 3  # two two-way layers and the final token->image attention
+        losses = []
+        for side in (128, 64, 16, 4):
+            target = torch.zeros(1, 1, 128, 128)
+            target[..., :side, :side] = 1
+            losses.append(float(trainer.localisation_loss(calls, target)))
+    assert abs(losses[0]) < 1e-5
+    assert losses == sorted(losses) and losses[-1] > losses[1] > 0
+
+
+def test_readme_command_reproduces_the_arguments():
+    parser = trainer.build_parser()
+    args = parser.parse_args(
+        ["--crop", "16", "--crop-align", "16", "--modes", "click,box", "--loc-weight", "0.25", "--no-subcells"]
+        + ["--patch-init", "--lr", "3e-3", "--steps", "17", "--out", "/tmp/tiny-sam-test"]
+    )
+    command = trainer.recipe_command(args).replace("\\\n", " ")
+    words = shlex.split(command)
+    assert words[:3] == ["OMP_NUM_THREADS=1", ".venv/bin/python", "tools/train_tiny_sam.py"]
+    again = parser.parse_args(words[3:])
+    assert vars(again) == vars(args)
