@@ -797,7 +797,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--loc-weight", type=float, default=0.5, help="weight of the decoder-attention localisation loss (0: off)"
     )
     parser.add_argument(
-        "--candidate-weight", type=float, default=0.0, help="weight of the mean loss over all multimask candidates"
+        "--candidate-weight", type=float, default=0.5, help="weight of the mean loss over all multimask candidates"
     )
     parser.add_argument("--iou-weight", type=float, default=1.0, help="weight of the IoU head's MSE loss")
     parser.add_argument(
