@@ -117,7 +117,7 @@ def test_readme_command_reproduces_the_arguments():
     parser = trainer.build_parser()
     args = parser.parse_args(
         ["--crop", "16", "--crop-align", "16", "--modes", "click,box", "--loc-weight", "0.25", "--no-subcells"]
-        + ["--patch-init", "--lr", "3e-3", "--steps", "17", "--out", "/tmp/tiny-sam-test"]
+        + ["--lr", "3e-3", "--steps", "17", "--out", "/tmp/tiny-sam-test"]
     )
     command = trainer.recipe_command(args).replace("\\\n", " ")
     words = shlex.split(command)

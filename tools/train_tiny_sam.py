@@ -81,7 +81,7 @@ def tiny_sam_config(
     )
 
 
-def new_model(seed: int, gain: float = 2.0, width: int = 32, vit_hidden: int = 32, patch_init: bool = False, **config):
+def new_model(seed: int, gain: float = 2.0, width: int = 32, vit_hidden: int = 32, **config):
     from transformers import SamModel
 
     torch.manual_seed(seed)
@@ -99,35 +99,10 @@ def new_model(seed: int, gain: float = 2.0, width: int = 32, vit_hidden: int = 3
             model.shared_image_embedding.positional_embedding
         )
         align_prompt_attention(model, gain)
-    if patch_init:
-        init_patch_embedding_as_subcell_colours(model)
     # SAM keeps the random Fourier features fixed (a buffer); transformers makes them a Parameter.
     model.shared_image_embedding.positional_embedding.requires_grad_(False)
     model.prompt_encoder.shared_embedding.positional_embedding.requires_grad_(False)
     return model
-
-
-def init_patch_embedding_as_subcell_colours(model, sub: int = 4) -> None:
-    """Start the first ``sub*sub*3`` channels of the ViT's patch embedding as the mean colour of each
-    ``sub x sub`` sub-cell of the 16 px patch (4 px: the low-res logits' resolution).
-
-    Random 16x16x3 -> hidden projections keep little of what the decoder needs (which object each 4 px
-    cell belongs to, i.e. mostly its colour); starting from the sub-cell colours gives the encoder that
-    information from step 0 and leaves training to refine it (the weights stay trainable).
-    """
-    conv = model.vision_encoder.patch_embed.projection
-    patch = conv.kernel_size[0]
-    cell = patch // sub
-    if conv.out_channels < sub * sub * 3:
-        raise ValueError(f"patch embedding has {conv.out_channels} channels, needs >= {sub * sub * 3}")
-    with torch.no_grad():
-        for sy in range(sub):
-            for sx in range(sub):
-                for c in range(3):
-                    k = (sy * sub + sx) * 3 + c
-                    conv.weight[k].zero_()
-                    conv.weight[k, c, sy * cell : (sy + 1) * cell, sx * cell : (sx + 1) * cell] = 1.0 / (cell * cell)
-                    conv.bias[k] = 0.0
 
 
 def align_prompt_attention(model, gain: float = 2.0, values: bool = True) -> None:
@@ -387,37 +362,6 @@ def subcell_targets(scene, grid: int = 64, sub: int = 4) -> tuple[np.ndarray, np
     return (cells == majority[..., None]).astype(np.float32), valid
 
 
-def object_colour_targets(scene, grid: int = 64, sub: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    """Per token, the mean colour of the object (or background) under each of its sub-cells, normalised
-    as the encoder's input: (grid, grid, sub*sub*3) float32 targets and the (grid, grid) validity.
-
-    "Same object as the click" is, on these scenes, mostly "same underlying colour, texture aside"; a
-    token that states its sub-cells' object colours gives the decoder that comparison at the resolution of
-    the low-res logits, where the prompt losses alone teach it slowly.
-    """
-    cells, valid = subcell_labels(scene, grid, sub)
-    inst = np.zeros(scene.masks.shape[1:], np.int64)
-    for k, m in enumerate(scene.masks):
-        inst[m] = k + 1
-    table = np.zeros((len(scene.masks) + 1, 3), np.float32)
-    for k in range(len(table)):
-        region = scene.image[inst == k]
-        if len(region):
-            table[k] = region.mean(0)
-    table = (table / 255.0 - sam_common.IMAGENET_MEAN) / sam_common.IMAGENET_STD
-    return table[cells].reshape(grid, grid, sub * sub * 3), valid
-
-
-def object_colour_loss(head: nn.Module, emb: torch.Tensor, batch) -> torch.Tensor:
-    """MSE of a linear head (discarded after training) predicting :func:`object_colour_targets`."""
-    total = torch.zeros(())
-    for i, sample in enumerate(batch):
-        target, valid = map(sample.tokens, object_colour_targets(sample.scene))
-        tokens = emb[i].permute(1, 2, 0)[torch.from_numpy(valid)]
-        total = total + F.mse_loss(head(tokens), torch.from_numpy(target[valid]))
-    return total / len(batch)
-
-
 def subcell_loss(head: nn.Module, emb: torch.Tensor, batch) -> torch.Tensor:
     """BCE of a linear head (discarded after training) predicting :func:`subcell_targets` from the tokens."""
     total = torch.zeros(())
@@ -542,13 +486,11 @@ def train_step(
     aux: str = "none",
     aux_head=None,
     subcell_head=None,
-    colour_head=None,
     modes: tuple[str, ...] = MODES,
     probe: TokenAttentionProbe | None = None,
     loc_weight: float = 0.0,
     candidate_weight: float = 0.0,
     iou_weight: float = 1.0,
-    select_weight: float = 0.0,
 ) -> tuple[torch.Tensor, dict]:
     """Loss of one step on ``batch``: ``targets`` prompts of each kind in ``modes`` per sample, each decoded
     for ``rounds`` rounds (first prompt, then correction clicks). Stats: first-round IoU per mode, IoU per
@@ -557,8 +499,6 @@ def train_step(
     aux = instance_embedding_loss(aux_head, emb, batch, rng) if aux != "none" else torch.zeros(())
     if subcell_head is not None:
         aux = aux + subcell_loss(subcell_head, emb, batch)
-    if colour_head is not None:
-        aux = aux + object_colour_loss(colour_head, emb, batch)
     full_pe = model.get_image_wide_positional_embeddings()[0].permute(1, 2, 0)  # (64, 64, C)
     image_pe = torch.stack([s.tokens(full_pe).permute(2, 0, 1) for s in batch])
     groups: dict[str, list[Task]] = {}
@@ -588,10 +528,6 @@ def train_step(
             with torch.no_grad():
                 true_iou = hard_iou(logits, target)
             loss = losses.gather(1, best[:, None]).mean() + iou_weight * F.mse_loss(iou_pred, true_iou)
-            if select_weight > 0 and losses.shape[1] > 1:
-                # Predictor answers a click with the candidate of highest predicted IoU: train that choice
-                # directly (softmax over the candidates' scores, the truly best one as the class).
-                loss = loss + select_weight * F.cross_entropy(iou_pred / 0.1, true_iou.argmax(1))
             if candidate_weight > 0 and losses.shape[1] > 1:
                 # Synthetic shapes have no parts: every candidate of a click can be the whole shape, which
                 # makes the answer depend less on the IoU head picking the right one.
@@ -677,10 +613,9 @@ def recipe_command(args) -> str:
         f"--modes {args.modes} --targets {args.targets}",
         f"--rounds {args.rounds} --width {args.width} --vit-hidden {args.vit_hidden} --vit-layers {args.vit_layers}",
         f"--window {args.window} --attn-downsample {args.attn_downsample} --decoder-heads {args.decoder_heads}",
-        f"--{'' if args.subcells else 'no-'}subcells --{'' if args.colour else 'no-'}colour --aux {args.aux}",
+        f"--{'' if args.subcells else 'no-'}subcells --aux {args.aux}",
         f"--loc-weight {args.loc_weight:g} --candidate-weight {args.candidate_weight:g}",
-        f"--iou-weight {args.iou_weight:g} --select-weight {args.select_weight:g} --attn-gain {args.attn_gain:g}",
-        f"--lr {args.lr:g}" + (" --patch-init" if args.patch_init else "") + (" --bf16" if args.bf16 else ""),
+        f"--iou-weight {args.iou_weight:g} --attn-gain {args.attn_gain:g} --lr {args.lr:g}",
         f"--threads {args.threads} --seed {args.seed} --out {args.out}",
     ]
     return f"OMP_NUM_THREADS={args.threads} .venv/bin/python tools/train_tiny_sam.py " + " \\\n    ".join(flags)
@@ -704,7 +639,6 @@ def write_readme(out: Path, args, steps: int, seconds: float, metrics: dict) -> 
         "jittered box, two clicks -> union then a negative click), correction clicks from the error region and",
         "previous logits as `mask_input`, plus a supervised-contrastive instance loss on the image embedding"
         + (" and a loss making each token predict its 4x4 sub-cell mask" if args.subcells else "")
-        + (" and the object colour under each sub-cell" if args.colour else "")
         + ",",
         "and a decoder whose prompt<->image attention starts as a positional/appearance match"
         + (
@@ -753,31 +687,11 @@ def step_batch(args, step: int, rng: np.random.Generator) -> list[Sample]:
     return batch
 
 
-def _produce(args, seed: int, queue) -> None:
-    cv2.setNumThreads(1)
+def batch_stream(args, seed: int):
+    """Batches of successive steps, the same for a given seed."""
     rng = np.random.default_rng(seed)
     for step in itertools.count():
-        queue.put(step_batch(args, step, rng))
-
-
-def batch_stream(args, seed: int, workers: int):
-    """Batches of successive steps, the same for a given seed whether made inline (``workers`` 0) or by a
-    background process that makes them while the model trains (scene synthesis + pre-processing is ~70 ms
-    an image, a third of a crop step)."""
-    if workers == 0:
-        rng = np.random.default_rng(seed)
-        for step in itertools.count():
-            yield step_batch(args, step, rng)
-    import multiprocessing as mp
-
-    queue = mp.get_context("spawn").Queue(maxsize=4)
-    worker = mp.get_context("spawn").Process(target=_produce, args=(args, seed, queue), daemon=True)
-    worker.start()
-    try:
-        while True:
-            yield queue.get()
-    finally:
-        worker.terminate()
+        yield step_batch(args, step, rng)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -792,25 +706,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--crop-align", type=int, default=1, help="crop offsets are multiples of this many tokens (16: ViT windows)"
     )
     parser.add_argument(
-        "--workers", type=int, default=0, choices=(0, 1), help="1: make batches in a background process"
-    )
-    parser.add_argument(
         "--loc-weight", type=float, default=0.5, help="weight of the decoder-attention localisation loss (0: off)"
     )
     parser.add_argument(
         "--candidate-weight", type=float, default=0.5, help="weight of the mean loss over all multimask candidates"
     )
     parser.add_argument("--iou-weight", type=float, default=1.0, help="weight of the IoU head's MSE loss")
-    parser.add_argument(
-        "--select-weight",
-        type=float,
-        default=0.0,
-        help="weight of a cross-entropy loss making the IoU head rank the best click candidate first",
-    )
-    parser.add_argument(
-        "--patch-init", action="store_true", help="start the patch embedding as 4x4 sub-cell mean colours"
-    )
-    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast for forward passes (weights stay fp32)")
     parser.add_argument("--full-every", type=int, default=0, help="every Nth step is a full-frame step (0: never)")
     parser.add_argument("--rounds", type=int, default=2, help="decoder rounds per target (1 prompt + corrections)")
     parser.add_argument(
@@ -828,12 +729,6 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="auxiliary loss: each token predicts its 4x4 sub-cell mask",
-    )
-    parser.add_argument(
-        "--colour",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="auxiliary loss: each token predicts the object colour under each of its 4x4 sub-cells",
     )
     parser.add_argument("--vit-hidden", type=int, default=64, help="hidden size of the tiny ViT")
     parser.add_argument("--width", type=int, default=48, help="image-embedding / decoder width")
@@ -869,7 +764,6 @@ def main(argv: list[str] | None = None) -> None:
             window=args.window,
             downsample=args.attn_downsample,
             heads=args.decoder_heads,
-            patch_init=args.patch_init,
         )
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
@@ -877,15 +771,14 @@ def main(argv: list[str] | None = None) -> None:
     channels = model.config.vision_config.output_channels
     aux_head = nn.Linear(channels, 16) if args.aux == "head" else None
     subcell_head = nn.Linear(channels, 16) if args.subcells else None
-    colour_head = nn.Linear(channels, 48) if args.colour else None
     params = list(model.parameters())
-    for head in (aux_head, subcell_head, colour_head):
+    for head in (aux_head, subcell_head):
         params += list(head.parameters()) if head is not None else []
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     budget = args.minutes * 60
     start = last_save = time.time()
     step, recent, recent_modes = 0, [], {}
-    batches = batch_stream(args, args.seed + 1, args.workers)
+    batches = batch_stream(args, args.seed + 1)
     probe = TokenAttentionProbe(model) if args.loc_weight > 0 else None
     modes = tuple(args.modes.split(","))
     while step < args.steps:
@@ -899,24 +792,21 @@ def main(argv: list[str] | None = None) -> None:
         for g in opt.param_groups:
             g["lr"] = lr
         batch = next(batches)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
-            loss, stats = train_step(
-                model,
-                batch,
-                rng,
-                rounds=args.rounds,
-                targets=args.targets,
-                aux=args.aux,
-                aux_head=aux_head,
-                subcell_head=subcell_head,
-                colour_head=colour_head,
-                modes=modes,
-                probe=probe,
-                loc_weight=args.loc_weight,
-                candidate_weight=args.candidate_weight,
-                iou_weight=args.iou_weight,
-                select_weight=args.select_weight,
-            )
+        loss, stats = train_step(
+            model,
+            batch,
+            rng,
+            rounds=args.rounds,
+            targets=args.targets,
+            aux=args.aux,
+            aux_head=aux_head,
+            subcell_head=subcell_head,
+            modes=modes,
+            probe=probe,
+            loc_weight=args.loc_weight,
+            candidate_weight=args.candidate_weight,
+            iou_weight=args.iou_weight,
+        )
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
