@@ -423,7 +423,7 @@ class TokenAttentionProbe:
     def __init__(self, model) -> None:
         self.calls: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []
         for name, module in model.mask_decoder.named_modules():
-            if name.endswith("attn_token_to_image") and not name.endswith("image_to_token"):
+            if name.endswith("attn_token_to_image"):
                 module.register_forward_pre_hook(self._capture, with_kwargs=True)
 
     def _capture(self, module, args, kwargs):
