@@ -45,7 +45,13 @@ INPUT = sam_common.INPUT_SIZE  # 1024
 
 
 def tiny_sam_config(
-    width: int = 32, vit_hidden: int = 32, vit_layers: int = 3, window: int = 16, downsample: int = 2, heads: int = 2
+    width: int = 32,
+    vit_hidden: int = 32,
+    vit_layers: int = 3,
+    window: int = 16,
+    downsample: int = 2,
+    heads: int = 2,
+    iou_head: int = 32,
 ):
     """SamConfig with SAM's geometry (1024 input, 16 px patches, 256 low-res) and tiny widths/depths.
 
@@ -75,7 +81,7 @@ def tiny_sam_config(
             num_hidden_layers=2,
             num_attention_heads=heads,
             attention_downsample_rate=downsample,
-            iou_head_hidden_dim=32,
+            iou_head_hidden_dim=iou_head,
             iou_head_depth=3,
         ),
     )
@@ -613,6 +619,7 @@ def recipe_command(args) -> str:
         f"--modes {args.modes} --targets {args.targets}",
         f"--rounds {args.rounds} --width {args.width} --vit-hidden {args.vit_hidden} --vit-layers {args.vit_layers}",
         f"--window {args.window} --attn-downsample {args.attn_downsample} --decoder-heads {args.decoder_heads}",
+        f"--iou-head {args.iou_head}",
         f"--{'' if args.subcells else 'no-'}subcells --aux {args.aux}",
         f"--loc-weight {args.loc_weight:g} --candidate-weight {args.candidate_weight:g}",
         f"--iou-weight {args.iou_weight:g} --attn-gain {args.attn_gain:g} --lr {args.lr:g}",
@@ -736,6 +743,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--window", type=int, default=16, help="ViT attention window, in tokens")
     parser.add_argument("--attn-downsample", type=int, default=2, help="mask decoder cross-attention downsample rate")
     parser.add_argument("--decoder-heads", type=int, default=2, help="mask decoder attention heads")
+    parser.add_argument("--iou-head", type=int, default=32, help="hidden width of the IoU prediction head")
     parser.add_argument("--attn-gain", type=float, default=2.0, help="q/k projection gain of the aligned init")
     parser.add_argument("--lr", type=float, default=4e-3)
     parser.add_argument("--seed", type=int, default=0)
@@ -764,6 +772,7 @@ def main(argv: list[str] | None = None) -> None:
             window=args.window,
             downsample=args.attn_downsample,
             heads=args.decoder_heads,
+            iou_head=args.iou_head,
         )
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
