@@ -157,3 +157,35 @@ def test_train_steps_fit_a_fixed_batch():
         losses.append(float(loss.detach()))
     assert set(stats["mode_iou"]) == {"click", "box", "union"}
     assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3])  # measured 0.65, np.round(losses, 2).tolist()
+
+
+def test_frozen_encoder_step_trains_only_the_decoder(model, scene):
+    """``--freeze-encoder``: the step's loss reaches the prompt encoder and mask decoder, not the ViT."""
+    batch = [trainer.make_sample(scene, np.random.default_rng(6), grid=32)]
+    model.zero_grad()
+    loss, _ = trainer.train_step(
+        model, batch, np.random.default_rng(7), rounds=1, aux="channels", modes=("click",), train_encoder=False
+    )
+    loss.backward()
+    assert all(p.grad is None for p in model.vision_encoder.parameters())
+    assert model.mask_decoder.mask_tokens.weight.grad.abs().sum() > 0
+    model.zero_grad()
+
+
+def test_coverage_by_distance_shows_a_disk_around_the_click():
+    """The breakdown's falloff measure: a mask that is a disk around the click, on a shape much larger than
+    the disk, covers the target near the click and none of it far away."""
+    from tiny_sam_breakdown import DISTANCES, coverage_by_distance
+
+    h, w = 512, 1024  # the 1024 frame is the image itself: distances in image px
+    yy, xx = np.mgrid[0:h, 0:w]
+    gt = (xx > 100) & (xx < 900) & (yy > 50) & (yy < 460)
+    click = (500.0, 256.0)
+    disk = np.hypot(xx - click[0], yy - click[1]) < 48
+    counts = coverage_by_distance(disk, gt, click)
+    covered = counts[0, 0] / np.maximum(counts[0, 1], 1)
+    assert DISTANCES[:3] == (0, 32, 64)
+    assert covered[0] == 1.0 and 0.3 < covered[1] < 0.7 and covered[2] == covered[3] == 0.0
+    assert counts[1, 0].sum() == 0  # the disk lies inside the target: nothing else covered
+    whole = coverage_by_distance(gt, gt, click)
+    assert np.array_equal(whole[0, 0], whole[0, 1])  # the exact mask covers every ring fully

@@ -52,6 +52,7 @@ def tiny_sam_config(
     downsample: int = 2,
     heads: int = 2,
     iou_head: int = 32,
+    decoder_layers: int = 2,
 ):
     """SamConfig with SAM's geometry (1024 input, 16 px patches, 256 low-res) and tiny widths/depths.
 
@@ -78,7 +79,7 @@ def tiny_sam_config(
         mask_decoder_config=dict(
             hidden_size=width,
             mlp_dim=4 * width,
-            num_hidden_layers=2,
+            num_hidden_layers=decoder_layers,
             num_attention_heads=heads,
             attention_downsample_rate=downsample,
             iou_head_hidden_dim=iou_head,
@@ -87,7 +88,15 @@ def tiny_sam_config(
     )
 
 
-def new_model(seed: int, gain: float = 2.0, width: int = 32, vit_hidden: int = 32, **config):
+def new_model(
+    seed: int,
+    gain: float = 2.0,
+    width: int = 32,
+    vit_hidden: int = 32,
+    align: str = "all",
+    pe_scale: float = 1.0,
+    **config,
+):
     from transformers import SamModel
 
     torch.manual_seed(seed)
@@ -100,18 +109,18 @@ def new_model(seed: int, gain: float = 2.0, width: int = 32, vit_hidden: int = 3
                 module.reset_parameters()
         # transformers initialises the random Fourier features with std = vision hidden // 2 (meant to be
         # overwritten by pretrained weights); SAM's own scale is 1, which gives a smooth point encoding.
-        model.shared_image_embedding.positional_embedding.normal_(0.0, 1.0)
+        model.shared_image_embedding.positional_embedding.normal_(0.0, pe_scale)
         model.prompt_encoder.shared_embedding.positional_embedding.copy_(
             model.shared_image_embedding.positional_embedding
         )
-        align_prompt_attention(model, gain)
+        align_prompt_attention(model, gain, image_to_token=align == "all")
     # SAM keeps the random Fourier features fixed (a buffer); transformers makes them a Parameter.
     model.shared_image_embedding.positional_embedding.requires_grad_(False)
     model.prompt_encoder.shared_embedding.positional_embedding.requires_grad_(False)
     return model
 
 
-def align_prompt_attention(model, gain: float = 2.0, values: bool = True) -> None:
+def align_prompt_attention(model, gain: float = 2.0, values: bool = True, image_to_token: bool = True) -> None:
     """Start every token<->image attention of the mask decoder as a positional match.
 
     Queries and keys carry the same Fourier encoding (prompt points and image tokens), but with
@@ -123,7 +132,7 @@ def align_prompt_attention(model, gain: float = 2.0, values: bool = True) -> Non
     is the image embedding's own content (its appearance at the click), not a random mix of it.
     """
     for name, module in model.mask_decoder.named_modules():
-        if not (name.endswith("attn_token_to_image") or name.endswith("attn_image_to_token")):
+        if not (name.endswith("attn_token_to_image") or (image_to_token and name.endswith("attn_image_to_token"))):
             continue
         out_dim, in_dim = module.q_proj.weight.shape
         weight = torch.linalg.qr(torch.randn(in_dim, out_dim))[0].T * gain
@@ -240,7 +249,9 @@ class Task:
     """One target in one sample across the rounds of a step: prompt so far (1024 frame), low-res ground
     truth per round."""
 
-    def __init__(self, index: int, mode: str, sample: Sample, rng: np.random.Generator) -> None:
+    def __init__(
+        self, index: int, mode: str, sample: Sample, rng: np.random.Generator, click_depth: float = 0.5
+    ) -> None:
         self.index = index
         self.mode = mode
         self.sample = sample
@@ -250,13 +261,13 @@ class Task:
         a = int(rng.choice(sample.eligible))
         self.gt = sample.masks[a]
         if mode == "click":
-            self.add_point(interior_point(self.gt, rng), 1, rng)
+            self.add_point(interior_point(self.gt, rng, click_depth), 1, rng)
         elif mode == "box":
             self.box = sample.to_frame(jittered_box(self.gt, rng).reshape(2, 2)).reshape(4)
         elif mode == "union":  # clicks on two shapes -> their union; the next round says "not this one"
             b = int(rng.choice([i for i in sample.eligible if i != a]))
-            self.add_point(interior_point(self.gt, rng), 1, rng)
-            self.add_point(interior_point(sample.masks[b], rng), 1, rng)
+            self.add_point(interior_point(self.gt, rng, click_depth), 1, rng)
+            self.add_point(interior_point(sample.masks[b], rng, click_depth), 1, rng)
             self.first_gt = self.gt | sample.masks[b]
             self.removed = sample.masks[b]
         else:
@@ -497,11 +508,16 @@ def train_step(
     loc_weight: float = 0.0,
     candidate_weight: float = 0.0,
     iou_weight: float = 1.0,
+    train_encoder: bool = True,
+    click_depth: float = 0.5,
 ) -> tuple[torch.Tensor, dict]:
     """Loss of one step on ``batch``: ``targets`` prompts of each kind in ``modes`` per sample, each decoded
     for ``rounds`` rounds (first prompt, then correction clicks). Stats: first-round IoU per mode, IoU per
     round."""
-    emb = encode(model, batch)
+    with torch.set_grad_enabled(train_encoder):
+        emb = encode(model, batch)
+    if not train_encoder:
+        aux, subcell_head = "none", None
     aux = instance_embedding_loss(aux_head, emb, batch, rng) if aux != "none" else torch.zeros(())
     if subcell_head is not None:
         aux = aux + subcell_loss(subcell_head, emb, batch)
@@ -512,7 +528,7 @@ def train_step(
         for mode in modes * targets:
             if mode == "union" and len(sample.eligible) < 2:
                 mode = "click"
-            groups.setdefault(mode, []).append(Task(i, mode, sample, rng))
+            groups.setdefault(mode, []).append(Task(i, mode, sample, rng, click_depth))
     total = aux.clone()
     per_round: list[list[float]] = [[] for _ in range(rounds)]
     per_mode: dict[str, float] = {}
@@ -616,13 +632,15 @@ def recipe_command(args) -> str:
     flags = [
         f"--steps {args.steps} --minutes {args.minutes:g} --batch {args.batch} --crop {args.crop}",
         f"--crop-batch {args.crop_batch} --crop-align {args.crop_align} --full-every {args.full_every}",
-        f"--modes {args.modes} --targets {args.targets}",
+        f"--modes {args.modes} --targets {args.targets} --click-depth {args.click_depth:g}",
         f"--rounds {args.rounds} --width {args.width} --vit-hidden {args.vit_hidden} --vit-layers {args.vit_layers}",
         f"--window {args.window} --attn-downsample {args.attn_downsample} --decoder-heads {args.decoder_heads}",
+        f"--decoder-layers {args.decoder_layers}",
         f"--iou-head {args.iou_head}",
         f"--{'' if args.subcells else 'no-'}subcells --aux {args.aux}",
         f"--loc-weight {args.loc_weight:g} --candidate-weight {args.candidate_weight:g}",
-        f"--iou-weight {args.iou_weight:g} --attn-gain {args.attn_gain:g} --lr {args.lr:g}",
+        f"--iou-weight {args.iou_weight:g} --attn-gain {args.attn_gain:g} --align {args.align}",
+        f"--pe-scale {args.pe_scale:g} --lr {args.lr:g}",
         f"--threads {args.threads} --seed {args.seed} --out {args.out}",
     ]
     return f"OMP_NUM_THREADS={args.threads} .venv/bin/python tools/train_tiny_sam.py " + " \\\n    ".join(flags)
@@ -724,6 +742,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--modes", default="click,box,box,union", help="first-prompt kinds per image per step (repeat one to weigh it)"
     )
+    parser.add_argument(
+        "--click-depth",
+        type=float,
+        default=0.5,
+        help="first clicks at least this share of the shape's greatest depth inside it (0: anywhere in it)",
+    )
     parser.add_argument("--targets", type=int, default=1, help="prompts of each kind per image per step")
     parser.add_argument(
         "--aux",
@@ -743,13 +767,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--window", type=int, default=16, help="ViT attention window, in tokens")
     parser.add_argument("--attn-downsample", type=int, default=2, help="mask decoder cross-attention downsample rate")
     parser.add_argument("--decoder-heads", type=int, default=2, help="mask decoder attention heads")
+    parser.add_argument("--decoder-layers", type=int, default=2, help="two-way attention blocks of the mask decoder")
+    parser.add_argument("--encoder-from", default=None, help="start the image encoder from the model in this directory")
     parser.add_argument("--iou-head", type=int, default=32, help="hidden width of the IoU prediction head")
+    parser.add_argument(
+        "--align",
+        choices=("all", "token-to-image"),
+        default="all",
+        help="decoder attentions started as a positional/appearance match (all, or only the tokens' ones)",
+    )
+    parser.add_argument(
+        "--pe-scale", type=float, default=1.0, help="std of the random Fourier frequencies of the positional encoding"
+    )
     parser.add_argument("--attn-gain", type=float, default=2.0, help="q/k projection gain of the aligned init")
     parser.add_argument("--lr", type=float, default=4e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (use 1 on a shared CPU)")
     parser.add_argument("--save-every", type=float, default=3.0, help="minutes between checkpoints")
     parser.add_argument("--resume", action="store_true", help="start from the model already in --out")
+    parser.add_argument("--from", dest="init", default=None, help="start from the model in this directory")
+    parser.add_argument("--freeze-encoder", action="store_true", help="train only the prompt encoder and mask decoder")
     return parser
 
 
@@ -758,29 +795,44 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     rng = np.random.default_rng(args.seed)
-    if args.resume:
+    if args.resume or args.init:
         from transformers import SamModel
 
-        model = SamModel.from_pretrained(out, dtype=torch.float32)
+        model = SamModel.from_pretrained(args.init or out, dtype=torch.float32)
+        model.shared_image_embedding.positional_embedding.requires_grad_(False)
+        model.prompt_encoder.shared_embedding.positional_embedding.requires_grad_(False)
     else:
         model = new_model(
             args.seed,
             args.attn_gain,
             args.width,
             args.vit_hidden,
+            align=args.align,
+            pe_scale=args.pe_scale,
             vit_layers=args.vit_layers,
             window=args.window,
             downsample=args.attn_downsample,
             heads=args.decoder_heads,
             iou_head=args.iou_head,
+            decoder_layers=args.decoder_layers,
         )
+        if args.encoder_from:
+            from transformers import SamModel
+
+            donor = SamModel.from_pretrained(args.encoder_from, dtype=torch.float32)
+            model.vision_encoder.load_state_dict(donor.vision_encoder.state_dict())
+            with torch.no_grad():
+                for name in ("shared_image_embedding", "prompt_encoder.shared_embedding"):
+                    model.get_submodule(name).positional_embedding.copy_(donor.get_submodule(name).positional_embedding)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
     print(f"parameters: {n_params:,}", flush=True)
     channels = model.config.vision_config.output_channels
     aux_head = nn.Linear(channels, 16) if args.aux == "head" else None
     subcell_head = nn.Linear(channels, 16) if args.subcells else None
-    params = list(model.parameters())
+    if args.freeze_encoder:
+        model.vision_encoder.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
     for head in (aux_head, subcell_head):
         params += list(head.parameters()) if head is not None else []
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
@@ -815,6 +867,8 @@ def main(argv: list[str] | None = None) -> None:
             loc_weight=args.loc_weight,
             candidate_weight=args.candidate_weight,
             iou_weight=args.iou_weight,
+            train_encoder=not args.freeze_encoder,
+            click_depth=args.click_depth,
         )
         opt.zero_grad()
         loss.backward()
