@@ -435,12 +435,13 @@ def decode(model, image_embeddings, image_pe, tasks, masks_in, multimask: bool):
 
 class TokenAttentionProbe:
     """Captures the inputs of the mask decoder's token->image attentions (both two-way layers and the final
-    one) so that :func:`localisation_loss` can read where the output tokens look."""
+    one) so that :func:`localisation_loss` can read where the output tokens look; with ``direction``
+    "image_to_token", of the two-way layers' image->token attentions (for :func:`selection_loss`)."""
 
-    def __init__(self, model) -> None:
+    def __init__(self, model, direction: str = "token_to_image") -> None:
         self.calls: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []
         for name, module in model.mask_decoder.named_modules():
-            if name.endswith("attn_token_to_image"):
+            if name.endswith(f"attn_{direction}"):
                 module.register_forward_pre_hook(self._capture, with_kwargs=True)
 
     def _capture(self, module, args, kwargs):
@@ -469,6 +470,96 @@ def localisation_loss(calls, target: torch.Tensor, n_out: int = 5) -> torch.Tens
         logp = torch.log_softmax((q @ k.transpose(-1, -2)) * module.scaling, dim=-1)  # (N, heads, n_out, g*g)
         on_target = logp.masked_fill(~inside[:, None, None, :], float("-inf")).logsumexp(-1)
         total = total - on_target.mean()
+    return total / max(1, len(calls))
+
+
+class UpscaleProbe:
+    """Captures the mask decoder's upscaled per-pixel features (the output of ``upscale_conv2``, before its
+    GELU): the features every candidate mask is a linear readout of."""
+
+    def __init__(self, model) -> None:
+        self.output: torch.Tensor | None = None
+        model.mask_decoder.upscale_conv2.register_forward_hook(self._capture)
+
+    def _capture(self, module, args, output):
+        self.output = output
+
+    def pop(self) -> torch.Tensor:
+        output, self.output = self.output, None
+        return output
+
+
+def pixel_instance_loss(features: torch.Tensor, tasks, rng, samples: int = 256) -> torch.Tensor:
+    """Supervised contrastive loss on the decoder's upscaled features (N, C, 4g, 4g) of ``tasks``' samples:
+    low-res pixels of the same shape (or of the background) close, of different shapes apart.
+
+    A candidate mask is ``w . f(pixel)`` with ``f`` these few channels (decoder width / 8): unless ``f`` keeps
+    the instance identity the image embedding has, the mask can only select by position. Pixels in the
+    padding are left out.
+    """
+    n, _, size, _ = features.shape
+    z_all = F.normalize(F.gelu(features).flatten(2).transpose(1, 2), dim=2)  # (N, size*size, C)
+    total = torch.zeros(())
+    for i, task in enumerate(tasks):
+        sample = task.sample
+        h, w = sample.scene.masks.shape[1:]
+        vh, vw = longest_side_shape(h, w, LOWRES)
+        labels = np.full((size, size), -1, np.int64)
+        crop = np.zeros((size, size), np.int64)
+        for k, m in enumerate(sample.masks):
+            crop[m] = k + 1
+        y0, x0 = 4 * sample.ty, 4 * sample.tx
+        valid_h, valid_w = max(0, min(size, vh - y0)), max(0, min(size, vw - x0))
+        labels[:valid_h, :valid_w] = crop[:valid_h, :valid_w]
+        valid = np.flatnonzero(labels.ravel() >= 0)
+        if len(np.unique(labels.ravel()[valid])) < 2:
+            continue
+        idx = torch.from_numpy(rng.choice(valid, min(samples, len(valid)), replace=False))
+        z, y = z_all[i, idx], torch.from_numpy(labels.ravel())[idx]
+        sim = z @ z.T / 0.1
+        eye = torch.eye(len(idx), dtype=torch.bool)
+        log_prob = sim - torch.logsumexp(sim.masked_fill(eye, -1e9), dim=1, keepdim=True)
+        positive = (y[:, None] == y[None, :]) & ~eye
+        has = positive.any(1)
+        total = total + (-(log_prob * positive).sum(1)[has] / positive.sum(1)[has]).mean()
+    return total / max(1, n)
+
+
+def positive_prompt_tokens(tasks, n_tokens: int, n_out: int = 5) -> torch.Tensor:
+    """(N, n_tokens) bool: which of the decoder's tokens are the tasks' positive prompts (positive clicks,
+    box corners). Token order as ``SamPromptEncoder`` makes it: the ``n_out`` output tokens, the points (with
+    a padding point when there is no box), the two box corners."""
+    out = torch.zeros(len(tasks), n_tokens, dtype=torch.bool)
+    for i, task in enumerate(tasks):
+        n_points = len(task.labels) + (1 if task.labels and task.box is None else 0)
+        for j, label in enumerate(task.labels):
+            out[i, n_out + j] = label == 1
+        if task.box is not None:
+            out[i, n_out + n_points : n_out + n_points + 2] = True
+    return out
+
+
+def selection_loss(calls, target: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+    """BCE of the attention mass each image token puts on the positive prompt tokens, against whether the
+    token lies on the target (share >= 0.5), in the image->token attentions of the two-way layers.
+
+    This is where an image token learns that the prompt is about it; left to the mask loss alone a tiny
+    decoder answers mostly by distance from the click (its masks are a disk around it). Target and other
+    tokens weigh equally. ``target``: (N, 1, 4g, 4g) low-res 0/1 masks; ``positive``: (N, T) bool.
+    """
+    on = (F.avg_pool2d(target, 4).flatten(1) >= 0.5).float()  # (N, g*g)
+    weight = torch.where(
+        on > 0, 0.5 / on.sum(1, keepdim=True).clamp(min=1), 0.5 / (1 - on).sum(1, keepdim=True).clamp(min=1)
+    )
+    total = torch.zeros(())
+    for module, query, key in calls:
+        heads = module.num_attention_heads
+        q = module._separate_heads(module.q_proj(query), heads)  # image tokens
+        k = module._separate_heads(module.k_proj(key), heads)  # prompt and output tokens
+        p = torch.softmax((q @ k.transpose(-1, -2)) * module.scaling, dim=-1)  # (N, heads, g*g, T)
+        mass = (p * positive[:, None, None, :].float()).sum(-1).mean(1).clamp(1e-4, 1 - 1e-4)  # (N, g*g)
+        bce = -(on * mass.log() + (1 - on) * (1 - mass).log())
+        total = total + (bce * weight).sum(1).mean()
     return total / max(1, len(calls))
 
 
@@ -510,6 +601,10 @@ def train_step(
     iou_weight: float = 1.0,
     train_encoder: bool = True,
     click_depth: float = 0.5,
+    upscale_probe: UpscaleProbe | None = None,
+    upscale_weight: float = 0.0,
+    select_probe: TokenAttentionProbe | None = None,
+    select_weight: float = 0.0,
 ) -> tuple[torch.Tensor, dict]:
     """Loss of one step on ``batch``: ``targets`` prompts of each kind in ``modes`` per sample, each decoded
     for ``rounds`` rounds (first prompt, then correction clicks). Stats: first-round IoU per mode, IoU per
@@ -544,6 +639,7 @@ def train_step(
             multimask = r == 0 and tasks[0].mode == "click" or rng.random() < 0.25
             logits, iou_pred = decode(model, emb[idx], image_pe[idx], tasks, masks_in, multimask)
             calls = probe.pop() if probe is not None else []
+            select_calls = select_probe.pop() if select_probe is not None else []
             target = torch.from_numpy(np.stack([t.target(r) for t in tasks]).astype(np.float32))[:, None]
             losses = mask_losses(logits, target)
             best = losses.argmin(1)
@@ -556,6 +652,11 @@ def train_step(
                 loss = loss + candidate_weight * losses.mean()
             if loc_weight > 0:
                 loss = loss + loc_weight * localisation_loss(calls, target)
+            if select_weight > 0 and select_calls:
+                positive = positive_prompt_tokens(tasks, select_calls[0][2].shape[2])
+                loss = loss + select_weight * selection_loss(select_calls, target, positive)
+            if upscale_probe is not None and upscale_weight > 0:
+                loss = loss + upscale_weight * pixel_instance_loss(upscale_probe.pop(), tasks, rng)
             total = total + loss
             per_round[r].append(float(true_iou.gather(1, best[:, None]).mean()))
             if r == 0:
@@ -639,9 +740,11 @@ def recipe_command(args) -> str:
         f"--iou-head {args.iou_head}",
         f"--{'' if args.subcells else 'no-'}subcells --aux {args.aux}",
         f"--loc-weight {args.loc_weight:g} --candidate-weight {args.candidate_weight:g}",
-        f"--iou-weight {args.iou_weight:g} --attn-gain {args.attn_gain:g} --align {args.align}",
+        f"--iou-weight {args.iou_weight:g} --upscale-weight {args.upscale_weight:g}",
+        f"--attend-weight {args.attend_weight:g}",
+        f"--attn-gain {args.attn_gain:g} --align {args.align}",
         f"--pe-scale {args.pe_scale:g} --lr {args.lr:g}",
-        f"--threads {args.threads} --seed {args.seed} --out {args.out}",
+        f"--threads {args.threads} --workers {args.workers} --seed {args.seed} --out {args.out}",
     ]
     return f"OMP_NUM_THREADS={args.threads} .venv/bin/python tools/train_tiny_sam.py " + " \\\n    ".join(flags)
 
@@ -712,11 +815,32 @@ def step_batch(args, step: int, rng: np.random.Generator) -> list[Sample]:
     return batch
 
 
-def batch_stream(args, seed: int):
-    """Batches of successive steps, the same for a given seed."""
+def _produce(args, seed: int, queue) -> None:
+    cv2.setNumThreads(1)
     rng = np.random.default_rng(seed)
     for step in itertools.count():
-        yield step_batch(args, step, rng)
+        queue.put(step_batch(args, step, rng))
+
+
+def batch_stream(args, seed: int, workers: int = 0):
+    """Batches of successive steps, the same for a given seed whether made inline (``workers`` 0) or by a
+    background process while the model trains (scene synthesis + pre-processing is ~0.25 s a crop step,
+    a third of it: worth a core of its own when the training has the machine to itself)."""
+    if workers == 0:
+        rng = np.random.default_rng(seed)
+        for step in itertools.count():
+            yield step_batch(args, step, rng)
+    import multiprocessing as mp
+
+    context = mp.get_context("spawn")
+    queue = context.Queue(maxsize=4)
+    worker = context.Process(target=_produce, args=(args, seed, queue), daemon=True)
+    worker.start()
+    try:
+        while True:
+            yield queue.get()
+    finally:
+        worker.terminate()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -735,6 +859,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--candidate-weight", type=float, default=0.5, help="weight of the mean loss over all multimask candidates"
+    )
+    parser.add_argument(
+        "--upscale-weight",
+        type=float,
+        default=0.0,
+        help="weight of the instance loss on the decoder's upscaled features (0: off)",
+    )
+    parser.add_argument(
+        "--attend-weight",
+        type=float,
+        default=0.0,
+        help="weight of the loss on which image tokens attend to the positive prompts (0: off)",
     )
     parser.add_argument("--iou-weight", type=float, default=1.0, help="weight of the IoU head's MSE loss")
     parser.add_argument("--full-every", type=int, default=0, help="every Nth step is a full-frame step (0: never)")
@@ -783,6 +919,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default=4e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (use 1 on a shared CPU)")
+    parser.add_argument(
+        "--workers", type=int, default=0, choices=(0, 1), help="1: make batches in a background process"
+    )
     parser.add_argument("--save-every", type=float, default=3.0, help="minutes between checkpoints")
     parser.add_argument("--resume", action="store_true", help="start from the model already in --out")
     parser.add_argument("--from", dest="init", default=None, help="start from the model in this directory")
@@ -839,8 +978,10 @@ def main(argv: list[str] | None = None) -> None:
     budget = args.minutes * 60
     start = last_save = time.time()
     step, recent, recent_modes = 0, [], {}
-    batches = batch_stream(args, args.seed + 1)
+    batches = batch_stream(args, args.seed + 1, args.workers)
     probe = TokenAttentionProbe(model) if args.loc_weight > 0 else None
+    upscale_probe = UpscaleProbe(model) if args.upscale_weight > 0 else None
+    select_probe = TokenAttentionProbe(model, "image_to_token") if args.attend_weight > 0 else None
     modes = tuple(args.modes.split(","))
     while step < args.steps:
         elapsed = time.time() - start
@@ -869,6 +1010,10 @@ def main(argv: list[str] | None = None) -> None:
             iou_weight=args.iou_weight,
             train_encoder=not args.freeze_encoder,
             click_depth=args.click_depth,
+            upscale_probe=upscale_probe,
+            upscale_weight=args.upscale_weight,
+            select_probe=select_probe,
+            select_weight=args.attend_weight,
         )
         opt.zero_grad()
         loss.backward()
