@@ -202,34 +202,3 @@ def test_batches_from_a_worker_process_are_the_inline_ones():
             assert all(np.array_equal(s.pixel, t.pixel) and np.array_equal(s.masks, t.masks) for s, t in zip(a, b))
     finally:
         background.close()
-
-
-def test_positive_prompt_tokens_follow_the_prompt_encoders_order(scene):
-    sample = trainer.make_sample(scene, np.random.default_rng(0), grid=32)
-    rng = np.random.default_rng(1)
-    click = trainer.Task(0, "click", sample, rng)
-    click.add_point((3.0, 4.0), 0, rng)  # a negative correction: [pos, neg, padding point]
-    box = trainer.Task(0, "box", sample, rng)  # [corner, corner]
-    box.add_point((3.0, 4.0), 1, rng)  # a click with a box: [pos, corner, corner], no padding point
-    out = trainer.positive_prompt_tokens([click, box], 9).numpy()
-    assert out[0].tolist() == [False] * 5 + [True, False, False, False]
-    assert out[1].tolist() == [False] * 5 + [True, True, True, False]
-
-
-def test_selection_loss_rewards_target_tokens_attending_to_the_prompt(model):
-    """The aligned start makes q = k projections: an image token identical to a prompt token attends to it."""
-    module = model.mask_decoder.transformer.layers[0].cross_attn_image_to_token
-    width = model.config.mask_decoder_config.hidden_size
-    gen = torch.Generator().manual_seed(0)
-    prompt, other = 4 * torch.randn(2, width, generator=gen)
-    tokens = torch.stack([other, other, prompt])[None, None]  # (1, 1, T=3, C): token 2 is the positive prompt
-    positive = torch.tensor([[False, False, True]])
-    target = torch.zeros(1, 1, 8, 8)
-    target[..., :4, :] = 1  # the top half of a 2x2-token embedding is the target
-    on = torch.tensor([1.0, 1.0, 0.0, 0.0])[:, None]
-    right = (on * prompt + (1 - on) * other)[None, None]  # target tokens look like the prompt
-    wrong = ((1 - on) * prompt + on * other)[None, None]
-    with torch.no_grad():
-        good = trainer.selection_loss([(module, right, tokens)], target, positive)
-        bad = trainer.selection_loss([(module, wrong, tokens)], target, positive)
-    assert float(good) < 0.2 < 2.0 < float(bad)

@@ -144,16 +144,16 @@ def make_scene(
     return Scene(image=image, masks=stacked, kinds=kinds)
 
 
-def interior_point(mask: np.ndarray, rng: np.random.Generator | None = None, depth: float = 0.5) -> tuple[float, float]:
+def interior_point(mask: np.ndarray, rng: np.random.Generator | None = None) -> tuple[float, float]:
     """(x, y) pixel of a point deep inside ``mask``: the farthest from its border, or (with ``rng``)
-    a random pixel among those at least ``depth`` times as far. Raises ``ValueError`` on an empty mask."""
+    a random pixel among those at least half as far. Raises ``ValueError`` on an empty mask."""
     if not mask.any():
         raise ValueError("mask is empty: no interior point")
     dist = cv2.distanceTransform(np.pad(mask, 1).astype(np.uint8), cv2.DIST_L2, 5)[1:-1, 1:-1]
     if rng is None:
         y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
     else:
-        ys, xs = np.nonzero(dist >= max(depth * dist.max(), min(1.0, dist.max())))
+        ys, xs = np.nonzero(dist >= 0.5 * dist.max())
         i = int(rng.integers(len(ys)))
         y, x = ys[i], xs[i]
     return float(x), float(y)

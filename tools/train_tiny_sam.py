@@ -1,6 +1,6 @@
 """Train the tiny SAM test fixture (``tests/fixtures/tiny-sam``) on synthetic shapes, on a CPU.
 
-    OMP_NUM_THREADS=1 .venv/bin/python tools/train_tiny_sam.py --out /tmp/tiny-sam   # the fixture's recipe
+    OMP_NUM_THREADS=1 .venv/bin/python tools/train_tiny_sam.py --out /tmp/tiny-sam   # the fixture's recipe (both cores)
 
 A ``transformers.SamModel`` with real SAM geometry (1024x1024 input, 16 px patches -> 64x64 embedding,
 256x256 low-res logits) and everything else tiny, trained with the *real* maskwright pre-processing
@@ -88,15 +88,7 @@ def tiny_sam_config(
     )
 
 
-def new_model(
-    seed: int,
-    gain: float = 2.0,
-    width: int = 32,
-    vit_hidden: int = 32,
-    align: str = "all",
-    pe_scale: float = 1.0,
-    **config,
-):
+def new_model(seed: int, gain: float = 2.0, width: int = 32, vit_hidden: int = 32, **config):
     from transformers import SamModel
 
     torch.manual_seed(seed)
@@ -109,18 +101,18 @@ def new_model(
                 module.reset_parameters()
         # transformers initialises the random Fourier features with std = vision hidden // 2 (meant to be
         # overwritten by pretrained weights); SAM's own scale is 1, which gives a smooth point encoding.
-        model.shared_image_embedding.positional_embedding.normal_(0.0, pe_scale)
+        model.shared_image_embedding.positional_embedding.normal_(0.0, 1.0)
         model.prompt_encoder.shared_embedding.positional_embedding.copy_(
             model.shared_image_embedding.positional_embedding
         )
-        align_prompt_attention(model, gain, image_to_token=align == "all")
+        align_prompt_attention(model, gain)
     # SAM keeps the random Fourier features fixed (a buffer); transformers makes them a Parameter.
     model.shared_image_embedding.positional_embedding.requires_grad_(False)
     model.prompt_encoder.shared_embedding.positional_embedding.requires_grad_(False)
     return model
 
 
-def align_prompt_attention(model, gain: float = 2.0, values: bool = True, image_to_token: bool = True) -> None:
+def align_prompt_attention(model, gain: float = 2.0, values: bool = True) -> None:
     """Start every token<->image attention of the mask decoder as a positional match.
 
     Queries and keys carry the same Fourier encoding (prompt points and image tokens), but with
@@ -132,7 +124,7 @@ def align_prompt_attention(model, gain: float = 2.0, values: bool = True, image_
     is the image embedding's own content (its appearance at the click), not a random mix of it.
     """
     for name, module in model.mask_decoder.named_modules():
-        if not (name.endswith("attn_token_to_image") or (image_to_token and name.endswith("attn_image_to_token"))):
+        if not (name.endswith("attn_token_to_image") or name.endswith("attn_image_to_token")):
             continue
         out_dim, in_dim = module.q_proj.weight.shape
         weight = torch.linalg.qr(torch.randn(in_dim, out_dim))[0].T * gain
@@ -249,9 +241,7 @@ class Task:
     """One target in one sample across the rounds of a step: prompt so far (1024 frame), low-res ground
     truth per round."""
 
-    def __init__(
-        self, index: int, mode: str, sample: Sample, rng: np.random.Generator, click_depth: float = 0.5
-    ) -> None:
+    def __init__(self, index: int, mode: str, sample: Sample, rng: np.random.Generator) -> None:
         self.index = index
         self.mode = mode
         self.sample = sample
@@ -261,13 +251,13 @@ class Task:
         a = int(rng.choice(sample.eligible))
         self.gt = sample.masks[a]
         if mode == "click":
-            self.add_point(interior_point(self.gt, rng, click_depth), 1, rng)
+            self.add_point(interior_point(self.gt, rng), 1, rng)
         elif mode == "box":
             self.box = sample.to_frame(jittered_box(self.gt, rng).reshape(2, 2)).reshape(4)
         elif mode == "union":  # clicks on two shapes -> their union; the next round says "not this one"
             b = int(rng.choice([i for i in sample.eligible if i != a]))
-            self.add_point(interior_point(self.gt, rng, click_depth), 1, rng)
-            self.add_point(interior_point(sample.masks[b], rng, click_depth), 1, rng)
+            self.add_point(interior_point(self.gt, rng), 1, rng)
+            self.add_point(interior_point(sample.masks[b], rng), 1, rng)
             self.first_gt = self.gt | sample.masks[b]
             self.removed = sample.masks[b]
         else:
@@ -435,13 +425,12 @@ def decode(model, image_embeddings, image_pe, tasks, masks_in, multimask: bool):
 
 class TokenAttentionProbe:
     """Captures the inputs of the mask decoder's token->image attentions (both two-way layers and the final
-    one) so that :func:`localisation_loss` can read where the output tokens look; with ``direction``
-    "image_to_token", of the two-way layers' image->token attentions (for :func:`selection_loss`)."""
+    one) so that :func:`localisation_loss` can read where the output tokens look."""
 
-    def __init__(self, model, direction: str = "token_to_image") -> None:
+    def __init__(self, model) -> None:
         self.calls: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []
         for name, module in model.mask_decoder.named_modules():
-            if name.endswith(f"attn_{direction}"):
+            if name.endswith("attn_token_to_image"):
                 module.register_forward_pre_hook(self._capture, with_kwargs=True)
 
     def _capture(self, module, args, kwargs):
@@ -470,96 +459,6 @@ def localisation_loss(calls, target: torch.Tensor, n_out: int = 5) -> torch.Tens
         logp = torch.log_softmax((q @ k.transpose(-1, -2)) * module.scaling, dim=-1)  # (N, heads, n_out, g*g)
         on_target = logp.masked_fill(~inside[:, None, None, :], float("-inf")).logsumexp(-1)
         total = total - on_target.mean()
-    return total / max(1, len(calls))
-
-
-class UpscaleProbe:
-    """Captures the mask decoder's upscaled per-pixel features (the output of ``upscale_conv2``, before its
-    GELU): the features every candidate mask is a linear readout of."""
-
-    def __init__(self, model) -> None:
-        self.output: torch.Tensor | None = None
-        model.mask_decoder.upscale_conv2.register_forward_hook(self._capture)
-
-    def _capture(self, module, args, output):
-        self.output = output
-
-    def pop(self) -> torch.Tensor:
-        output, self.output = self.output, None
-        return output
-
-
-def pixel_instance_loss(features: torch.Tensor, tasks, rng, samples: int = 256) -> torch.Tensor:
-    """Supervised contrastive loss on the decoder's upscaled features (N, C, 4g, 4g) of ``tasks``' samples:
-    low-res pixels of the same shape (or of the background) close, of different shapes apart.
-
-    A candidate mask is ``w . f(pixel)`` with ``f`` these few channels (decoder width / 8): unless ``f`` keeps
-    the instance identity the image embedding has, the mask can only select by position. Pixels in the
-    padding are left out.
-    """
-    n, _, size, _ = features.shape
-    z_all = F.normalize(F.gelu(features).flatten(2).transpose(1, 2), dim=2)  # (N, size*size, C)
-    total = torch.zeros(())
-    for i, task in enumerate(tasks):
-        sample = task.sample
-        h, w = sample.scene.masks.shape[1:]
-        vh, vw = longest_side_shape(h, w, LOWRES)
-        labels = np.full((size, size), -1, np.int64)
-        crop = np.zeros((size, size), np.int64)
-        for k, m in enumerate(sample.masks):
-            crop[m] = k + 1
-        y0, x0 = 4 * sample.ty, 4 * sample.tx
-        valid_h, valid_w = max(0, min(size, vh - y0)), max(0, min(size, vw - x0))
-        labels[:valid_h, :valid_w] = crop[:valid_h, :valid_w]
-        valid = np.flatnonzero(labels.ravel() >= 0)
-        if len(np.unique(labels.ravel()[valid])) < 2:
-            continue
-        idx = torch.from_numpy(rng.choice(valid, min(samples, len(valid)), replace=False))
-        z, y = z_all[i, idx], torch.from_numpy(labels.ravel())[idx]
-        sim = z @ z.T / 0.1
-        eye = torch.eye(len(idx), dtype=torch.bool)
-        log_prob = sim - torch.logsumexp(sim.masked_fill(eye, -1e9), dim=1, keepdim=True)
-        positive = (y[:, None] == y[None, :]) & ~eye
-        has = positive.any(1)
-        total = total + (-(log_prob * positive).sum(1)[has] / positive.sum(1)[has]).mean()
-    return total / max(1, n)
-
-
-def positive_prompt_tokens(tasks, n_tokens: int, n_out: int = 5) -> torch.Tensor:
-    """(N, n_tokens) bool: which of the decoder's tokens are the tasks' positive prompts (positive clicks,
-    box corners). Token order as ``SamPromptEncoder`` makes it: the ``n_out`` output tokens, the points (with
-    a padding point when there is no box), the two box corners."""
-    out = torch.zeros(len(tasks), n_tokens, dtype=torch.bool)
-    for i, task in enumerate(tasks):
-        n_points = len(task.labels) + (1 if task.labels and task.box is None else 0)
-        for j, label in enumerate(task.labels):
-            out[i, n_out + j] = label == 1
-        if task.box is not None:
-            out[i, n_out + n_points : n_out + n_points + 2] = True
-    return out
-
-
-def selection_loss(calls, target: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
-    """BCE of the attention mass each image token puts on the positive prompt tokens, against whether the
-    token lies on the target (share >= 0.5), in the image->token attentions of the two-way layers.
-
-    This is where an image token learns that the prompt is about it; left to the mask loss alone a tiny
-    decoder answers mostly by distance from the click (its masks are a disk around it). Target and other
-    tokens weigh equally. ``target``: (N, 1, 4g, 4g) low-res 0/1 masks; ``positive``: (N, T) bool.
-    """
-    on = (F.avg_pool2d(target, 4).flatten(1) >= 0.5).float()  # (N, g*g)
-    weight = torch.where(
-        on > 0, 0.5 / on.sum(1, keepdim=True).clamp(min=1), 0.5 / (1 - on).sum(1, keepdim=True).clamp(min=1)
-    )
-    total = torch.zeros(())
-    for module, query, key in calls:
-        heads = module.num_attention_heads
-        q = module._separate_heads(module.q_proj(query), heads)  # image tokens
-        k = module._separate_heads(module.k_proj(key), heads)  # prompt and output tokens
-        p = torch.softmax((q @ k.transpose(-1, -2)) * module.scaling, dim=-1)  # (N, heads, g*g, T)
-        mass = (p * positive[:, None, None, :].float()).sum(-1).mean(1).clamp(1e-4, 1 - 1e-4)  # (N, g*g)
-        bce = -(on * mass.log() + (1 - on) * (1 - mass).log())
-        total = total + (bce * weight).sum(1).mean()
     return total / max(1, len(calls))
 
 
@@ -600,11 +499,6 @@ def train_step(
     candidate_weight: float = 0.0,
     iou_weight: float = 1.0,
     train_encoder: bool = True,
-    click_depth: float = 0.5,
-    upscale_probe: UpscaleProbe | None = None,
-    upscale_weight: float = 0.0,
-    select_probe: TokenAttentionProbe | None = None,
-    select_weight: float = 0.0,
 ) -> tuple[torch.Tensor, dict]:
     """Loss of one step on ``batch``: ``targets`` prompts of each kind in ``modes`` per sample, each decoded
     for ``rounds`` rounds (first prompt, then correction clicks). Stats: first-round IoU per mode, IoU per
@@ -623,7 +517,7 @@ def train_step(
         for mode in modes * targets:
             if mode == "union" and len(sample.eligible) < 2:
                 mode = "click"
-            groups.setdefault(mode, []).append(Task(i, mode, sample, rng, click_depth))
+            groups.setdefault(mode, []).append(Task(i, mode, sample, rng))
     total = aux.clone()
     per_round: list[list[float]] = [[] for _ in range(rounds)]
     per_mode: dict[str, float] = {}
@@ -639,7 +533,6 @@ def train_step(
             multimask = r == 0 and tasks[0].mode == "click" or rng.random() < 0.25
             logits, iou_pred = decode(model, emb[idx], image_pe[idx], tasks, masks_in, multimask)
             calls = probe.pop() if probe is not None else []
-            select_calls = select_probe.pop() if select_probe is not None else []
             target = torch.from_numpy(np.stack([t.target(r) for t in tasks]).astype(np.float32))[:, None]
             losses = mask_losses(logits, target)
             best = losses.argmin(1)
@@ -652,11 +545,6 @@ def train_step(
                 loss = loss + candidate_weight * losses.mean()
             if loc_weight > 0:
                 loss = loss + loc_weight * localisation_loss(calls, target)
-            if select_weight > 0 and select_calls:
-                positive = positive_prompt_tokens(tasks, select_calls[0][2].shape[2])
-                loss = loss + select_weight * selection_loss(select_calls, target, positive)
-            if upscale_probe is not None and upscale_weight > 0:
-                loss = loss + upscale_weight * pixel_instance_loss(upscale_probe.pop(), tasks, rng)
             total = total + loss
             per_round[r].append(float(true_iou.gather(1, best[:, None]).mean()))
             if r == 0:
@@ -733,17 +621,14 @@ def recipe_command(args) -> str:
     flags = [
         f"--steps {args.steps} --minutes {args.minutes:g} --batch {args.batch} --crop {args.crop}",
         f"--crop-batch {args.crop_batch} --crop-align {args.crop_align} --full-every {args.full_every}",
-        f"--modes {args.modes} --targets {args.targets} --click-depth {args.click_depth:g}",
+        f"--modes {args.modes} --targets {args.targets}",
         f"--rounds {args.rounds} --width {args.width} --vit-hidden {args.vit_hidden} --vit-layers {args.vit_layers}",
         f"--window {args.window} --attn-downsample {args.attn_downsample} --decoder-heads {args.decoder_heads}",
         f"--decoder-layers {args.decoder_layers}",
         f"--iou-head {args.iou_head}",
         f"--{'' if args.subcells else 'no-'}subcells --aux {args.aux}",
         f"--loc-weight {args.loc_weight:g} --candidate-weight {args.candidate_weight:g}",
-        f"--iou-weight {args.iou_weight:g} --upscale-weight {args.upscale_weight:g}",
-        f"--attend-weight {args.attend_weight:g}",
-        f"--attn-gain {args.attn_gain:g} --align {args.align}",
-        f"--pe-scale {args.pe_scale:g} --lr {args.lr:g}",
+        f"--iou-weight {args.iou_weight:g} --attn-gain {args.attn_gain:g} --lr {args.lr:g}",
         f"--threads {args.threads} --workers {args.workers} --seed {args.seed} --out {args.out}",
     ]
     return f"OMP_NUM_THREADS={args.threads} .venv/bin/python tools/train_tiny_sam.py " + " \\\n    ".join(flags)
@@ -788,7 +673,8 @@ def write_readme(out: Path, args, steps: int, seconds: float, metrics: dict) -> 
         f"Run of {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {steps} steps "
         f"({args.targets} prompt(s) of each kind in {args.modes} per image) in {seconds / 60:.1f} min on a 2-core "
         "x86_64 VM",
-        f"(no GPU, {args.threads} torch thread(s); other jobs may have shared the CPU, so the time is an upper bound).",
+        f"(no GPU, {args.threads} torch thread(s), batches made {'by a second process' if args.workers else 'inline'}; "
+        "other jobs may have shared the CPU, so the time is an upper bound).",
         "",
         "Evaluation through `maskwright.Predictor` on fresh scenes (seed 12345, sizes "
         + ", ".join(f"{h}x{w}" for h, w in EVAL_SIZES)
@@ -846,7 +732,7 @@ def batch_stream(args, seed: int, workers: int = 0):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=str(REPO / "tests" / "fixtures" / "tiny-sam"))
-    parser.add_argument("--steps", type=int, default=2400, help="optimizer steps (the learning-rate schedule's length)")
+    parser.add_argument("--steps", type=int, default=3100, help="optimizer steps (the learning-rate schedule's length)")
     parser.add_argument("--minutes", type=float, default=30.0, help="wall-clock cap; stops early if reached")
     parser.add_argument("--batch", type=int, default=2, help="images per step")
     parser.add_argument("--crop", type=int, default=32, help="square crops of this many tokens (64: full frame)")
@@ -860,29 +746,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--candidate-weight", type=float, default=0.5, help="weight of the mean loss over all multimask candidates"
     )
-    parser.add_argument(
-        "--upscale-weight",
-        type=float,
-        default=0.0,
-        help="weight of the instance loss on the decoder's upscaled features (0: off)",
-    )
-    parser.add_argument(
-        "--attend-weight",
-        type=float,
-        default=0.0,
-        help="weight of the loss on which image tokens attend to the positive prompts (0: off)",
-    )
     parser.add_argument("--iou-weight", type=float, default=1.0, help="weight of the IoU head's MSE loss")
     parser.add_argument("--full-every", type=int, default=0, help="every Nth step is a full-frame step (0: never)")
     parser.add_argument("--rounds", type=int, default=2, help="decoder rounds per target (1 prompt + corrections)")
     parser.add_argument(
         "--modes", default="click,box,box,union", help="first-prompt kinds per image per step (repeat one to weigh it)"
-    )
-    parser.add_argument(
-        "--click-depth",
-        type=float,
-        default=0.5,
-        help="first clicks at least this share of the shape's greatest depth inside it (0: anywhere in it)",
     )
     parser.add_argument("--targets", type=int, default=1, help="prompts of each kind per image per step")
     parser.add_argument(
@@ -906,21 +774,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--decoder-layers", type=int, default=2, help="two-way attention blocks of the mask decoder")
     parser.add_argument("--encoder-from", default=None, help="start the image encoder from the model in this directory")
     parser.add_argument("--iou-head", type=int, default=32, help="hidden width of the IoU prediction head")
-    parser.add_argument(
-        "--align",
-        choices=("all", "token-to-image"),
-        default="all",
-        help="decoder attentions started as a positional/appearance match (all, or only the tokens' ones)",
-    )
-    parser.add_argument(
-        "--pe-scale", type=float, default=1.0, help="std of the random Fourier frequencies of the positional encoding"
-    )
     parser.add_argument("--attn-gain", type=float, default=2.0, help="q/k projection gain of the aligned init")
     parser.add_argument("--lr", type=float, default=4e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (use 1 on a shared CPU)")
     parser.add_argument(
-        "--workers", type=int, default=0, choices=(0, 1), help="1: make batches in a background process"
+        "--workers", type=int, default=1, choices=(0, 1), help="1: make batches in a background process (0: inline)"
     )
     parser.add_argument("--save-every", type=float, default=3.0, help="minutes between checkpoints")
     parser.add_argument("--resume", action="store_true", help="start from the model already in --out")
@@ -946,8 +805,6 @@ def main(argv: list[str] | None = None) -> None:
             args.attn_gain,
             args.width,
             args.vit_hidden,
-            align=args.align,
-            pe_scale=args.pe_scale,
             vit_layers=args.vit_layers,
             window=args.window,
             downsample=args.attn_downsample,
@@ -980,8 +837,6 @@ def main(argv: list[str] | None = None) -> None:
     step, recent, recent_modes = 0, [], {}
     batches = batch_stream(args, args.seed + 1, args.workers)
     probe = TokenAttentionProbe(model) if args.loc_weight > 0 else None
-    upscale_probe = UpscaleProbe(model) if args.upscale_weight > 0 else None
-    select_probe = TokenAttentionProbe(model, "image_to_token") if args.attend_weight > 0 else None
     modes = tuple(args.modes.split(","))
     while step < args.steps:
         elapsed = time.time() - start
@@ -1009,11 +864,6 @@ def main(argv: list[str] | None = None) -> None:
             candidate_weight=args.candidate_weight,
             iou_weight=args.iou_weight,
             train_encoder=not args.freeze_encoder,
-            click_depth=args.click_depth,
-            upscale_probe=upscale_probe,
-            upscale_weight=args.upscale_weight,
-            select_probe=select_probe,
-            select_weight=args.attend_weight,
         )
         opt.zero_grad()
         loss.backward()
