@@ -88,55 +88,6 @@ def tiny_sam_config(
     )
 
 
-READOUT_CHANNELS = 5  # embedding channels the readout start carries (decoder width / 8 - 1)
-
-
-def readout_start(model, alpha: float = 2.0, beta: float = 1.0, ln_gain: float = 0.4, shift: float = 2.5) -> None:
-    """Start the mask readout as the similarity of the mask token's content to each pixel's content.
-
-    SAM's mask is ``w(mask token) . f(pixel)``. Here ``f`` starts as the embedding's first
-    ``READOUT_CHANNELS`` channels (normalised, through the two upscaling convolutions, shifted into GELU's
-    near-linear range) plus a constant channel, and ``w`` as ``alpha`` times the mask token's same channels
-    (centred, so the shift cancels) with ``-beta`` on the constant: a pixel is in the mask when its content
-    matches what the mask token gathered. With the instance loss on those channels the decoder then selects
-    by appearance from the start, instead of by distance from the click.
-    """
-    k = READOUT_CHANNELS
-    dec = model.mask_decoder
-    c8 = dec.upscale_conv2.weight.shape[1]
-    if c8 != k + 1:
-        raise ValueError(f"the readout start needs decoder width {8 * (k + 1)}, got {8 * c8}")
-    with torch.no_grad():
-        w1 = torch.zeros_like(dec.upscale_conv1.weight)  # (C, C/4, 2, 2): [z, 0, -z, 0]
-        w2 = torch.zeros_like(dec.upscale_conv2.weight)  # (C/4, C/8, 2, 2): (a - b) / 2
-        for c in range(k):
-            w1[c, c], w1[c, c + c8] = 1.0, -1.0
-            w2[c, c], w2[c + c8, c] = 0.5, -0.5
-        dec.upscale_conv1.weight.copy_(w1)
-        dec.upscale_conv1.bias.zero_()
-        dec.upscale_layer_norm.weight.fill_(ln_gain)
-        dec.upscale_layer_norm.bias.fill_(shift)
-        dec.upscale_conv2.weight.copy_(w2)
-        dec.upscale_conv2.bias.fill_(shift)
-        centre = torch.eye(k) - 1.0 / k
-        for mlp in dec.output_hypernetworks_mlps:
-            w_in = torch.zeros_like(mlp.proj_in.weight)  # [relu(m), relu(-m)]
-            w_in[:k, :k], w_in[k : 2 * k, :k] = torch.eye(k), -torch.eye(k)
-            mlp.proj_in.weight.copy_(w_in)
-            mlp.proj_in.bias.zero_()
-            for layer in mlp.layers:
-                layer.weight.copy_(torch.eye(layer.weight.shape[0]))
-                layer.bias.zero_()
-            w_out = torch.zeros_like(mlp.proj_out.weight)
-            w_out[:k, :k], w_out[:k, k : 2 * k] = alpha * centre, -alpha * centre
-            mlp.proj_out.weight.copy_(w_out)
-            mlp.proj_out.bias.zero_()
-            mlp.proj_out.bias[k] = -beta
-        # The output tokens' own start and the no-mask embedding would otherwise swamp the content they carry.
-        dec.mask_tokens.weight.mul_(0.1)
-        model.prompt_encoder.no_mask_embed.weight.mul_(0.1)
-
-
 def new_model(seed: int, gain: float = 2.0, width: int = 32, vit_hidden: int = 32, **config):
     from transformers import SamModel
 
@@ -357,9 +308,7 @@ def token_labels(scene, grid: int = 64) -> np.ndarray:
 AUX_CHANNELS = 16  # without a head, the contrastive loss shapes these channels of the embedding directly
 
 
-def instance_embedding_loss(
-    head: nn.Module | None, emb: torch.Tensor, batch, rng, samples: int = 384, channels: int = AUX_CHANNELS
-) -> torch.Tensor:
+def instance_embedding_loss(head: nn.Module | None, emb: torch.Tensor, batch, rng, samples: int = 384) -> torch.Tensor:
     """Supervised contrastive loss on image-embedding tokens: tokens of the same shape (or of the background)
     close, of different shapes apart.
 
@@ -375,7 +324,7 @@ def instance_embedding_loss(
             continue
         idx = torch.from_numpy(rng.choice(valid, min(samples, len(valid)), replace=False))
         tokens = emb[i].flatten(1).T[idx]
-        z = F.normalize(head(tokens) if head is not None else tokens[:, :channels], dim=1)
+        z = F.normalize(head(tokens) if head is not None else tokens[:, :AUX_CHANNELS], dim=1)
         y = torch.from_numpy(labels)[idx]
         sim = z @ z.T / 0.1
         eye = torch.eye(len(idx), dtype=torch.bool)
@@ -550,7 +499,6 @@ def train_step(
     candidate_weight: float = 0.0,
     iou_weight: float = 1.0,
     train_encoder: bool = True,
-    aux_channels: int = AUX_CHANNELS,
 ) -> tuple[torch.Tensor, dict]:
     """Loss of one step on ``batch``: ``targets`` prompts of each kind in ``modes`` per sample, each decoded
     for ``rounds`` rounds (first prompt, then correction clicks). Stats: first-round IoU per mode, IoU per
@@ -559,9 +507,7 @@ def train_step(
         emb = encode(model, batch)
     if not train_encoder:
         aux, subcell_head = "none", None
-    aux = (
-        instance_embedding_loss(aux_head, emb, batch, rng, channels=aux_channels) if aux != "none" else torch.zeros(())
-    )
+    aux = instance_embedding_loss(aux_head, emb, batch, rng) if aux != "none" else torch.zeros(())
     if subcell_head is not None:
         aux = aux + subcell_loss(subcell_head, emb, batch)
     full_pe = model.get_image_wide_positional_embeddings()[0].permute(1, 2, 0)  # (64, 64, C)
@@ -683,7 +629,6 @@ def recipe_command(args) -> str:
         f"--{'' if args.subcells else 'no-'}subcells --aux {args.aux}",
         f"--loc-weight {args.loc_weight:g} --candidate-weight {args.candidate_weight:g}",
         f"--iou-weight {args.iou_weight:g} --attn-gain {args.attn_gain:g} --lr {args.lr:g}",
-        f"--readout-start {args.readout_start:g}",
         f"--threads {args.threads} --workers {args.workers} --seed {args.seed} --out {args.out}",
     ]
     return f"OMP_NUM_THREADS={args.threads} .venv/bin/python tools/train_tiny_sam.py " + " \\\n    ".join(flags)
@@ -829,12 +774,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--decoder-layers", type=int, default=2, help="two-way attention blocks of the mask decoder")
     parser.add_argument("--encoder-from", default=None, help="start the image encoder from the model in this directory")
     parser.add_argument("--iou-head", type=int, default=32, help="hidden width of the IoU prediction head")
-    parser.add_argument(
-        "--readout-start",
-        type=float,
-        default=0.0,
-        help="start the mask readout as content similarity with this gain (0: off; needs --width 48)",
-    )
     parser.add_argument("--attn-gain", type=float, default=2.0, help="q/k projection gain of the aligned init")
     parser.add_argument("--lr", type=float, default=4e-3)
     parser.add_argument("--seed", type=int, default=0)
@@ -881,8 +820,6 @@ def main(argv: list[str] | None = None) -> None:
             with torch.no_grad():
                 for name in ("shared_image_embedding", "prompt_encoder.shared_embedding"):
                     model.get_submodule(name).positional_embedding.copy_(donor.get_submodule(name).positional_embedding)
-    if args.readout_start > 0:
-        readout_start(model, alpha=args.readout_start, beta=args.readout_start / 2)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
     print(f"parameters: {n_params:,}", flush=True)
@@ -927,7 +864,6 @@ def main(argv: list[str] | None = None) -> None:
             candidate_weight=args.candidate_weight,
             iou_weight=args.iou_weight,
             train_encoder=not args.freeze_encoder,
-            aux_channels=READOUT_CHANNELS if args.readout_start > 0 else AUX_CHANNELS,
         )
         opt.zero_grad()
         loss.backward()
