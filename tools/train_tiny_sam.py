@@ -88,6 +88,105 @@ def tiny_sam_config(
     )
 
 
+READOUT_CHANNELS = 5  # embedding channels the click-readout start carries (decoder width / 8 - 1)
+
+
+def click_readout_start(model, attn_gain: float = 4.0, alpha: float = 2.0, beta: float = 1.0) -> None:
+    """Start the mask decoder as "the mask is where the content matches the content at the click".
+
+    * the mask tokens' first self-attention looks for the positive click token and copies its position
+      code (not into the content channels);
+    * every token->image attention matches by position only (the content channels are left out of q/k),
+      and its values carry the first ``READOUT_CHANNELS`` embedding channels unchanged, so the mask tokens
+      gather the content at the click;
+    * image tokens keep those channels (the image->token updates leave them out), the token MLPs and the
+      later self-attentions start as identity residuals;
+    * the upscaling convolutions pass those channels through (normalised, shifted into GELU's near-linear
+      range) plus a constant channel, and the hypernetwork MLPs turn the mask token's content into the
+      weights of a centred similarity minus ``beta``.
+
+    Used with the instance loss on the same channels, so that "same content" means "same shape".
+    """
+    k = READOUT_CHANNELS
+    dec = model.mask_decoder
+    t = dec.transformer
+    width = dec.iou_token.weight.shape[1]
+    c8 = dec.upscale_conv2.weight.shape[1]
+    if c8 != k + 1:
+        raise ValueError(f"the click-readout start needs decoder width {8 * (k + 1)}, got {8 * c8}")
+    with torch.no_grad():
+        # upscaling: [z, 0, -z, 0] -> layer norm, shifted -> (a - b) / 2 + shift; channel k constant
+        w1 = torch.zeros_like(dec.upscale_conv1.weight)  # (C, C/4, 2, 2)
+        w2 = torch.zeros_like(dec.upscale_conv2.weight)  # (C/4, C/8, 2, 2)
+        for c in range(k):
+            w1[c, c], w1[c, c + c8] = 1.0, -1.0
+            w2[c, c], w2[c + c8, c] = 0.5, -0.5
+        dec.upscale_conv1.weight.copy_(w1)
+        dec.upscale_conv1.bias.zero_()
+        dec.upscale_layer_norm.weight.fill_(0.4)
+        dec.upscale_layer_norm.bias.fill_(2.5)
+        dec.upscale_conv2.weight.copy_(w2)
+        dec.upscale_conv2.bias.fill_(2.5)
+        # hypernetworks: w = alpha * centred(m[:k]), -beta on the constant channel
+        centre = torch.eye(k) - 1.0 / k
+        for mlp in dec.output_hypernetworks_mlps:
+            w_in = torch.zeros_like(mlp.proj_in.weight)  # [relu(m), relu(-m)]
+            w_in[:k, :k], w_in[k : 2 * k, :k] = torch.eye(k), -torch.eye(k)
+            mlp.proj_in.weight.copy_(w_in)
+            mlp.proj_in.bias.zero_()
+            for layer in mlp.layers:
+                layer.weight.copy_(torch.eye(layer.weight.shape[0]))
+                layer.bias.zero_()
+            w_out = torch.zeros_like(mlp.proj_out.weight)
+            w_out[:k, :k], w_out[:k, k : 2 * k] = alpha * centre, -alpha * centre
+            mlp.proj_out.weight.copy_(w_out)
+            mlp.proj_out.bias.zero_()
+            mlp.proj_out.bias[k] = -beta
+        model.prompt_encoder.no_mask_embed.weight.mul_(0.1)
+        # mask tokens (direction a) find the positive click (direction e1) in the first self-attention
+        e1 = model.prompt_encoder.point_embed[1].weight[0]
+        e1[:k] = 0
+        e1_hat = e1 / e1.norm()
+        a = torch.randn(width)
+        a[:k] = 0
+        a = a - (a @ e1_hat) * e1_hat
+        a_hat = a / a.norm()
+        dec.mask_tokens.weight.copy_(3 * a_hat + 0.1 * torch.randn_like(dec.mask_tokens.weight))
+        dec.mask_tokens.weight[:, :k] = 0
+        sa = t.layers[0].self_attn
+        inner = sa.q_proj.weight.shape[0]
+        u = torch.ones(inner) / inner**0.5
+        sa.q_proj.weight.copy_(2.0 * torch.outer(u, a_hat))
+        sa.k_proj.weight.copy_(2.0 * torch.outer(u, e1_hat))
+        v = torch.eye(inner, width)
+        v[:k, :k] = 0  # the click's position code must not land in the content channels
+        sa.v_proj.weight.copy_(v)
+        sa.out_proj.weight.copy_(torch.eye(width, inner))
+        for lin in (sa.q_proj, sa.k_proj, sa.v_proj, sa.out_proj):
+            lin.bias.zero_()
+        for layer in t.layers:
+            layer.mlp.lin2.weight.zero_()
+            layer.mlp.lin2.bias.zero_()
+            layer.cross_attn_image_to_token.out_proj.weight[:k] = 0
+            layer.cross_attn_image_to_token.out_proj.bias[:k] = 0
+        for layer in t.layers[1:]:
+            layer.self_attn.out_proj.weight.zero_()
+            layer.self_attn.out_proj.bias.zero_()
+        for module in [layer.cross_attn_token_to_image for layer in t.layers] + [t.final_attn_token_to_image]:
+            inner = module.q_proj.weight.shape[0]
+            w = torch.zeros(inner, width)
+            w[:k, :k] = torch.eye(k)
+            w[k:, k:] = torch.linalg.qr(torch.randn(width - k, width - k))[0][: inner - k]
+            match = w.clone()
+            match[:k] = 0  # find the click by position only; the content channels are what is carried
+            module.q_proj.weight.copy_(attn_gain * match)
+            module.k_proj.weight.copy_(attn_gain * match)
+            module.v_proj.weight.copy_(w)
+            module.out_proj.weight.copy_(w.T)
+            for lin in (module.q_proj, module.k_proj, module.v_proj, module.out_proj):
+                lin.bias.zero_()
+
+
 def new_model(seed: int, gain: float = 2.0, width: int = 32, vit_hidden: int = 32, **config):
     from transformers import SamModel
 
@@ -308,7 +407,9 @@ def token_labels(scene, grid: int = 64) -> np.ndarray:
 AUX_CHANNELS = 16  # without a head, the contrastive loss shapes these channels of the embedding directly
 
 
-def instance_embedding_loss(head: nn.Module | None, emb: torch.Tensor, batch, rng, samples: int = 384) -> torch.Tensor:
+def instance_embedding_loss(
+    head: nn.Module | None, emb: torch.Tensor, batch, rng, samples: int = 384, channels: int = AUX_CHANNELS
+) -> torch.Tensor:
     """Supervised contrastive loss on image-embedding tokens: tokens of the same shape (or of the background)
     close, of different shapes apart.
 
@@ -324,7 +425,7 @@ def instance_embedding_loss(head: nn.Module | None, emb: torch.Tensor, batch, rn
             continue
         idx = torch.from_numpy(rng.choice(valid, min(samples, len(valid)), replace=False))
         tokens = emb[i].flatten(1).T[idx]
-        z = F.normalize(head(tokens) if head is not None else tokens[:, :AUX_CHANNELS], dim=1)
+        z = F.normalize(head(tokens) if head is not None else tokens[:, :channels], dim=1)
         y = torch.from_numpy(labels)[idx]
         sim = z @ z.T / 0.1
         eye = torch.eye(len(idx), dtype=torch.bool)
@@ -499,6 +600,7 @@ def train_step(
     candidate_weight: float = 0.0,
     iou_weight: float = 1.0,
     train_encoder: bool = True,
+    aux_channels: int = AUX_CHANNELS,
 ) -> tuple[torch.Tensor, dict]:
     """Loss of one step on ``batch``: ``targets`` prompts of each kind in ``modes`` per sample, each decoded
     for ``rounds`` rounds (first prompt, then correction clicks). Stats: first-round IoU per mode, IoU per
@@ -507,7 +609,9 @@ def train_step(
         emb = encode(model, batch)
     if not train_encoder:
         aux, subcell_head = "none", None
-    aux = instance_embedding_loss(aux_head, emb, batch, rng) if aux != "none" else torch.zeros(())
+    aux = (
+        instance_embedding_loss(aux_head, emb, batch, rng, channels=aux_channels) if aux != "none" else torch.zeros(())
+    )
     if subcell_head is not None:
         aux = aux + subcell_loss(subcell_head, emb, batch)
     full_pe = model.get_image_wide_positional_embeddings()[0].permute(1, 2, 0)  # (64, 64, C)
@@ -629,6 +733,7 @@ def recipe_command(args) -> str:
         f"--{'' if args.subcells else 'no-'}subcells --aux {args.aux}",
         f"--loc-weight {args.loc_weight:g} --candidate-weight {args.candidate_weight:g}",
         f"--iou-weight {args.iou_weight:g} --attn-gain {args.attn_gain:g} --lr {args.lr:g}",
+        f"--click-readout {args.click_readout:g}",
         f"--threads {args.threads} --workers {args.workers} --seed {args.seed} --out {args.out}",
     ]
     return f"OMP_NUM_THREADS={args.threads} .venv/bin/python tools/train_tiny_sam.py " + " \\\n    ".join(flags)
@@ -774,6 +879,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--decoder-layers", type=int, default=2, help="two-way attention blocks of the mask decoder")
     parser.add_argument("--encoder-from", default=None, help="start the image encoder from the model in this directory")
     parser.add_argument("--iou-head", type=int, default=32, help="hidden width of the IoU prediction head")
+    parser.add_argument(
+        "--click-readout",
+        type=float,
+        default=0.0,
+        help="start the decoder as 'content like the click's' with this position-match gain (0: off; width 48)",
+    )
     parser.add_argument("--attn-gain", type=float, default=2.0, help="q/k projection gain of the aligned init")
     parser.add_argument("--lr", type=float, default=4e-3)
     parser.add_argument("--seed", type=int, default=0)
@@ -820,6 +931,8 @@ def main(argv: list[str] | None = None) -> None:
             with torch.no_grad():
                 for name in ("shared_image_embedding", "prompt_encoder.shared_embedding"):
                     model.get_submodule(name).positional_embedding.copy_(donor.get_submodule(name).positional_embedding)
+    if args.click_readout > 0:
+        click_readout_start(model, attn_gain=args.click_readout)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
     print(f"parameters: {n_params:,}", flush=True)
@@ -864,6 +977,7 @@ def main(argv: list[str] | None = None) -> None:
             candidate_weight=args.candidate_weight,
             iou_weight=args.iou_weight,
             train_encoder=not args.freeze_encoder,
+            aux_channels=READOUT_CHANNELS if args.click_readout > 0 else AUX_CHANNELS,
         )
         opt.zero_grad()
         loss.backward()
