@@ -107,84 +107,97 @@ def click_readout_start(model, attn_gain: float = 4.0, alpha: float = 2.0, beta:
 
     Used with the instance loss on the same channels, so that "same content" means "same shape".
     """
+    c8 = model.mask_decoder.upscale_conv2.weight.shape[1]
+    if c8 != READOUT_CHANNELS + 1:
+        raise ValueError(f"the click-readout start needs decoder width {8 * (READOUT_CHANNELS + 1)}, got {8 * c8}")
+    with torch.no_grad():
+        _start_content_readout(model.mask_decoder, alpha, beta)
+        _start_gathering_at_the_click(model, attn_gain)
+
+
+def _start_content_readout(dec, alpha: float, beta: float) -> None:
+    """Upscaling and hypernetworks of :func:`click_readout_start`: mask = alpha * centred(token content) .
+    pixel content - beta."""
+    k, c8 = READOUT_CHANNELS, READOUT_CHANNELS + 1
+    # upscaling: [z, 0, -z, 0] -> layer norm, shifted -> (a - b) / 2 + shift; channel k constant
+    w1 = torch.zeros_like(dec.upscale_conv1.weight)  # (C, C/4, 2, 2)
+    w2 = torch.zeros_like(dec.upscale_conv2.weight)  # (C/4, C/8, 2, 2)
+    for c in range(k):
+        w1[c, c], w1[c, c + c8] = 1.0, -1.0
+        w2[c, c], w2[c + c8, c] = 0.5, -0.5
+    dec.upscale_conv1.weight.copy_(w1)
+    dec.upscale_conv1.bias.zero_()
+    dec.upscale_layer_norm.weight.fill_(0.4)
+    dec.upscale_layer_norm.bias.fill_(2.5)
+    dec.upscale_conv2.weight.copy_(w2)
+    dec.upscale_conv2.bias.fill_(2.5)
+    # hypernetworks: w = alpha * centred(m[:k]), -beta on the constant channel
+    centre = torch.eye(k) - 1.0 / k
+    for mlp in dec.output_hypernetworks_mlps:
+        w_in = torch.zeros_like(mlp.proj_in.weight)  # [relu(m), relu(-m)]
+        w_in[:k, :k], w_in[k : 2 * k, :k] = torch.eye(k), -torch.eye(k)
+        mlp.proj_in.weight.copy_(w_in)
+        mlp.proj_in.bias.zero_()
+        for layer in mlp.layers:
+            layer.weight.copy_(torch.eye(layer.weight.shape[0]))
+            layer.bias.zero_()
+        w_out = torch.zeros_like(mlp.proj_out.weight)
+        w_out[:k, :k], w_out[:k, k : 2 * k] = alpha * centre, -alpha * centre
+        mlp.proj_out.weight.copy_(w_out)
+        mlp.proj_out.bias.zero_()
+        mlp.proj_out.bias[k] = -beta
+
+
+def _start_gathering_at_the_click(model, attn_gain: float) -> None:
+    """Transformer of :func:`click_readout_start`: the mask tokens copy the positive click, then gather the
+    content there by position; image tokens and the content channels pass through unchanged."""
     k = READOUT_CHANNELS
     dec = model.mask_decoder
     t = dec.transformer
     width = dec.iou_token.weight.shape[1]
-    c8 = dec.upscale_conv2.weight.shape[1]
-    if c8 != k + 1:
-        raise ValueError(f"the click-readout start needs decoder width {8 * (k + 1)}, got {8 * c8}")
-    with torch.no_grad():
-        # upscaling: [z, 0, -z, 0] -> layer norm, shifted -> (a - b) / 2 + shift; channel k constant
-        w1 = torch.zeros_like(dec.upscale_conv1.weight)  # (C, C/4, 2, 2)
-        w2 = torch.zeros_like(dec.upscale_conv2.weight)  # (C/4, C/8, 2, 2)
-        for c in range(k):
-            w1[c, c], w1[c, c + c8] = 1.0, -1.0
-            w2[c, c], w2[c + c8, c] = 0.5, -0.5
-        dec.upscale_conv1.weight.copy_(w1)
-        dec.upscale_conv1.bias.zero_()
-        dec.upscale_layer_norm.weight.fill_(0.4)
-        dec.upscale_layer_norm.bias.fill_(2.5)
-        dec.upscale_conv2.weight.copy_(w2)
-        dec.upscale_conv2.bias.fill_(2.5)
-        # hypernetworks: w = alpha * centred(m[:k]), -beta on the constant channel
-        centre = torch.eye(k) - 1.0 / k
-        for mlp in dec.output_hypernetworks_mlps:
-            w_in = torch.zeros_like(mlp.proj_in.weight)  # [relu(m), relu(-m)]
-            w_in[:k, :k], w_in[k : 2 * k, :k] = torch.eye(k), -torch.eye(k)
-            mlp.proj_in.weight.copy_(w_in)
-            mlp.proj_in.bias.zero_()
-            for layer in mlp.layers:
-                layer.weight.copy_(torch.eye(layer.weight.shape[0]))
-                layer.bias.zero_()
-            w_out = torch.zeros_like(mlp.proj_out.weight)
-            w_out[:k, :k], w_out[:k, k : 2 * k] = alpha * centre, -alpha * centre
-            mlp.proj_out.weight.copy_(w_out)
-            mlp.proj_out.bias.zero_()
-            mlp.proj_out.bias[k] = -beta
-        model.prompt_encoder.no_mask_embed.weight.mul_(0.1)
-        # mask tokens (direction a) find the positive click (direction e1) in the first self-attention
-        e1 = model.prompt_encoder.point_embed[1].weight[0]
-        e1[:k] = 0
-        e1_hat = e1 / e1.norm()
-        a = torch.randn(width)
-        a[:k] = 0
-        a = a - (a @ e1_hat) * e1_hat
-        a_hat = a / a.norm()
-        dec.mask_tokens.weight.copy_(3 * a_hat + 0.1 * torch.randn_like(dec.mask_tokens.weight))
-        dec.mask_tokens.weight[:, :k] = 0
-        sa = t.layers[0].self_attn
-        inner = sa.q_proj.weight.shape[0]
-        u = torch.ones(inner) / inner**0.5
-        sa.q_proj.weight.copy_(2.0 * torch.outer(u, a_hat))
-        sa.k_proj.weight.copy_(2.0 * torch.outer(u, e1_hat))
-        v = torch.eye(inner, width)
-        v[:k, :k] = 0  # the click's position code must not land in the content channels
-        sa.v_proj.weight.copy_(v)
-        sa.out_proj.weight.copy_(torch.eye(width, inner))
-        for lin in (sa.q_proj, sa.k_proj, sa.v_proj, sa.out_proj):
+    model.prompt_encoder.no_mask_embed.weight.mul_(0.1)
+    # mask tokens (direction a) find the positive click (direction e1) in the first self-attention
+    e1 = model.prompt_encoder.point_embed[1].weight[0]
+    e1[:k] = 0
+    e1_hat = e1 / e1.norm()
+    a = torch.randn(width)
+    a[:k] = 0
+    a = a - (a @ e1_hat) * e1_hat
+    a_hat = a / a.norm()
+    dec.mask_tokens.weight.copy_(3 * a_hat + 0.1 * torch.randn_like(dec.mask_tokens.weight))
+    dec.mask_tokens.weight[:, :k] = 0
+    sa = t.layers[0].self_attn
+    inner = sa.q_proj.weight.shape[0]
+    u = torch.ones(inner) / inner**0.5
+    sa.q_proj.weight.copy_(2.0 * torch.outer(u, a_hat))
+    sa.k_proj.weight.copy_(2.0 * torch.outer(u, e1_hat))
+    v = torch.eye(inner, width)
+    v[:k, :k] = 0  # the click's position code must not land in the content channels
+    sa.v_proj.weight.copy_(v)
+    sa.out_proj.weight.copy_(torch.eye(width, inner))
+    for lin in (sa.q_proj, sa.k_proj, sa.v_proj, sa.out_proj):
+        lin.bias.zero_()
+    for layer in t.layers:
+        layer.mlp.lin2.weight.zero_()
+        layer.mlp.lin2.bias.zero_()
+        layer.cross_attn_image_to_token.out_proj.weight[:k] = 0
+        layer.cross_attn_image_to_token.out_proj.bias[:k] = 0
+    for layer in t.layers[1:]:
+        layer.self_attn.out_proj.weight.zero_()
+        layer.self_attn.out_proj.bias.zero_()
+    for module in [layer.cross_attn_token_to_image for layer in t.layers] + [t.final_attn_token_to_image]:
+        inner = module.q_proj.weight.shape[0]
+        w = torch.zeros(inner, width)
+        w[:k, :k] = torch.eye(k)
+        w[k:, k:] = torch.linalg.qr(torch.randn(width - k, width - k))[0][: inner - k]
+        match = w.clone()
+        match[:k] = 0  # find the click by position only; the content channels are what is carried
+        module.q_proj.weight.copy_(attn_gain * match)
+        module.k_proj.weight.copy_(attn_gain * match)
+        module.v_proj.weight.copy_(w)
+        module.out_proj.weight.copy_(w.T)
+        for lin in (module.q_proj, module.k_proj, module.v_proj, module.out_proj):
             lin.bias.zero_()
-        for layer in t.layers:
-            layer.mlp.lin2.weight.zero_()
-            layer.mlp.lin2.bias.zero_()
-            layer.cross_attn_image_to_token.out_proj.weight[:k] = 0
-            layer.cross_attn_image_to_token.out_proj.bias[:k] = 0
-        for layer in t.layers[1:]:
-            layer.self_attn.out_proj.weight.zero_()
-            layer.self_attn.out_proj.bias.zero_()
-        for module in [layer.cross_attn_token_to_image for layer in t.layers] + [t.final_attn_token_to_image]:
-            inner = module.q_proj.weight.shape[0]
-            w = torch.zeros(inner, width)
-            w[:k, :k] = torch.eye(k)
-            w[k:, k:] = torch.linalg.qr(torch.randn(width - k, width - k))[0][: inner - k]
-            match = w.clone()
-            match[:k] = 0  # find the click by position only; the content channels are what is carried
-            module.q_proj.weight.copy_(attn_gain * match)
-            module.k_proj.weight.copy_(attn_gain * match)
-            module.v_proj.weight.copy_(w)
-            module.out_proj.weight.copy_(w.T)
-            for lin in (module.q_proj, module.k_proj, module.v_proj, module.out_proj):
-                lin.bias.zero_()
 
 
 def new_model(seed: int, gain: float = 2.0, width: int = 32, vit_hidden: int = 32, **config):
@@ -819,7 +832,7 @@ def batch_stream(args, seed: int, workers: int = 0):
     a third of it: worth a core of its own when the training has the machine to itself)."""
     if workers == 0:
         rng = np.random.default_rng(seed)
-        for step in itertools.count():
+        for step in itertools.count():  # endless: the worker branch below is for workers == 1 only
             yield step_batch(args, step, rng)
     import multiprocessing as mp
 
