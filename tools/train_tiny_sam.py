@@ -35,6 +35,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic_shapes import interior_point, make_scene, mask_box  # noqa: E402
+from tiny_sam_wiring import CODE, fix_wiring, wire_click_path  # noqa: E402
 
 from maskwright.engines import sam_common  # noqa: E402
 from maskwright.engines.base import LOWRES  # noqa: E402
@@ -746,7 +747,7 @@ def recipe_command(args) -> str:
         f"--{'' if args.subcells else 'no-'}subcells --aux {args.aux}",
         f"--loc-weight {args.loc_weight:g} --candidate-weight {args.candidate_weight:g}",
         f"--iou-weight {args.iou_weight:g} --attn-gain {args.attn_gain:g} --lr {args.lr:g}",
-        f"--click-readout {args.click_readout:g}",
+        f"--click-readout {args.click_readout:g} --{'' if args.wired_clicks else 'no-'}wired-clicks",
         f"--threads {args.threads} --workers {args.workers} --seed {args.seed} --out {args.out}",
     ]
     return f"OMP_NUM_THREADS={args.threads} .venv/bin/python tools/train_tiny_sam.py " + " \\\n    ".join(flags)
@@ -898,6 +899,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="start the decoder as 'content like the click's' with this position-match gain (0: off; width 48)",
     )
+    parser.add_argument(
+        "--wired-clicks",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="hand-wire the click path (tools/tiny_sam_wiring.py) and keep it; needs --decoder-heads 1",
+    )
     parser.add_argument("--attn-gain", type=float, default=2.0, help="q/k projection gain of the aligned init")
     parser.add_argument("--lr", type=float, default=4e-3)
     parser.add_argument("--seed", type=int, default=0)
@@ -946,6 +953,11 @@ def main(argv: list[str] | None = None) -> None:
                     model.get_submodule(name).positional_embedding.copy_(donor.get_submodule(name).positional_embedding)
     if args.click_readout > 0:
         click_readout_start(model, attn_gain=args.click_readout)
+    wired = {}
+    if args.wired_clicks:
+        if not (args.resume or args.init):
+            wire_click_path(model)
+        wired = fix_wiring(model)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
     print(f"parameters: {n_params:,}", flush=True)
@@ -954,15 +966,24 @@ def main(argv: list[str] | None = None) -> None:
     subcell_head = nn.Linear(channels, 16) if args.subcells else None
     if args.freeze_encoder:
         model.vision_encoder.requires_grad_(False)
-    params = [p for p in model.parameters() if p.requires_grad]
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     for head in (aux_head, subcell_head):
-        params += list(head.parameters()) if head is not None else []
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
+        named += [(f"aux.{n}", p) for n, p in head.named_parameters()] if head is not None else []
+    params = [p for _, p in named]
+    # Partly wired parameters must not decay: their wired entries would shrink.
+    opt = torch.optim.AdamW(
+        [
+            {"params": [p for n, p in named if n not in wired], "weight_decay": 0.01},
+            {"params": [p for n, p in named if n in wired], "weight_decay": 0.0},
+        ],
+        lr=args.lr,
+    )
     budget = args.minutes * 60
     start = last_save = time.time()
     step, recent, recent_modes = 0, [], {}
     batches = batch_stream(args, args.seed + 1, args.workers)
     probe = TokenAttentionProbe(model) if args.loc_weight > 0 else None
+    aux_channels = len(CODE) if args.wired_clicks else READOUT_CHANNELS if args.click_readout > 0 else AUX_CHANNELS
     modes = tuple(args.modes.split(","))
     while step < args.steps:
         elapsed = time.time() - start
@@ -990,7 +1011,7 @@ def main(argv: list[str] | None = None) -> None:
             candidate_weight=args.candidate_weight,
             iou_weight=args.iou_weight,
             train_encoder=not args.freeze_encoder,
-            aux_channels=READOUT_CHANNELS if args.click_readout > 0 else AUX_CHANNELS,
+            aux_channels=aux_channels,
         )
         opt.zero_grad()
         loss.backward()
