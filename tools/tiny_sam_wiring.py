@@ -1,35 +1,40 @@
-"""A hand-wired start for the tiny SAM's prompt path: clicks select by *content*, exactly, from step 0.
+"""A hand-wired start for the tiny SAM's prompt path: clicks and boxes select by *content* from step 0.
 
 Trained from a random start, the tiny mask decoder learns "a disk around the click" and leaves it only
-slowly (docs/benchmarks.md, "Tiny SAM fixture training"). Here the part of the decoder that turns clicks
-into "the content to look for" is set by hand and kept fixed while the rest trains:
+slowly (docs/benchmarks.md, "Tiny SAM fixture training"). Here the part of the decoder that turns prompts
+into "the content to look for, and where" is set by hand and kept fixed while the rest trains
+(:func:`fix_wiring`):
 
-1. **Positions.** The random Fourier features get 12 designed frequencies (periods of 4 to 32 tokens in
-   golden-angle directions) in half of their sin/cos pairs; the other 12 frequencies are zero, so those
-   channels are constant. The image embedding is kept at exactly zero in the 24 positional channels
-   (``POS``; the neck's last layer norm has weight and bias 0 there), so an attention that reads only
-   ``POS`` matches a point's code against the image tokens' codes and nothing else: a click's attention
-   puts > 99 % of its mass within 1.5 tokens of the click.
-2. **Labels.** Prompt embeddings are one-hot label codes (positive, negative, pad, box corner, mask
-   token, IoU token) outside ``POS``. The first self-attention copies each token's label into its state.
-3. **Gather.** The first token->image attention makes every click token fetch the image embedding's
-   first ``CODE`` channels at its position (the channels the instance loss shapes).
-4. **Sign.** The first MLP writes +code for positive clicks, -code for negative ones and 0 for anything
-   else (four ReLUs per channel, gated by the label).
-5. **Collect.** The second self-attention makes the mask tokens average the signed codes of all clicks
-   into ``READ``: one click -> its code; clicks on A and B -> (A + B) / 2; and a negative click on B ->
-   (A + B - B) / 3, i.e. "like A, unlike B".
-6. **Read out.** The upscaling convolutions pass the image's ``CODE`` channels through and the
-   hypernetworks start as "centred ``READ`` . pixel code - beta" (as in the click-readout start).
+1. **Positions.** The random Fourier features get 10 designed frequencies (periods of 4 to 27 tokens,
+   golden-angle directions) for finding a click, and two low ones along x and y (phase monotonic over
+   the whole frame) for box edges; the other 12 are zero, so their channels are constant. The image
+   embedding is exactly zero in the positional channels (the neck's last layer norm has weight and bias
+   0 there), so an attention that reads only those channels compares positions and nothing else: a
+   click's attention puts > 99 % of its mass within 1.5 tokens of it.
+2. **Labels.** Prompt embeddings are one-hot label codes (positive, negative, pad, box corner 1 and 2,
+   output token) in constant channels. The first self-attention copies each token's label, and its
+   low-frequency position code, into its state.
+3. **Gather.** The first token->image attention makes every point fetch the image embedding's first
+   ``CODE`` channels at its position (the channels the instance loss shapes).
+4. **Sign and corners.** The first MLP writes +code for positive clicks, -code for negative ones and 0
+   for anything else (four ReLUs per channel, gated by the label); for box corners it writes their
+   low-frequency position code, negated for the bottom-right corner.
+5. **Inside the box.** The image->token attentions (layer 1: x, layer 2: y) give every image token
+   ``0`` inside the box and ``-1`` outside: the logit to corner k is ``-G sin(phase(token) -
+   phase(corner))`` (sign flipped for the second corner), against the other tokens at logit 0.
+6. **Collect.** The second self-attention makes the mask tokens average the signed codes of all clicks
+   into ``READ`` (one click -> its code; clicks on A and B -> (A + B) / 2; a negative click on B ->
+   (A + B - B) / 3) and note whether there is a box (``HASBOX``). The final token->image attention
+   averages the image code over the tokens inside the box into ``BOX``.
+7. **Read out.** The upscaling convolutions pass the image code through; the hypernetworks start as
+   ``alpha * centred(READ + BOX if there is a box) . pixel code - beta``.
 
-Layer norms would rescale every token by its own statistics; two constant ``BALLAST`` channels (+-30)
-dominate them so that they act as a fixed scale, and a ``MIRROR`` channel keeps every token's channel sum
-constant so that their mean shift is the same for all tokens.
+Layer norms would rescale every token by its own statistics: constant ``BALLAST`` channels (+-30) in the
+tokens and in the image embedding dominate them, so they act as a fixed scale, and a ``MIRROR`` channel
+keeps every token's channel sum constant, so their mean shift is the same for all tokens.
 
-Everything else (the later attentions, the second MLP, the image->token attentions, the upscaling, the
-hypernetworks, the IoU head, the encoder) trains as usual, but may only write into ``POS`` channels of the
-tokens (``POS`` is free once the clicks have been gathered). Boxes have no wired path: they are learned by
-those parts. :func:`fix_wiring` keeps the wired entries as set (gradient masks, no weight decay).
+What trains: the encoder, the second token->image attention and MLP (writing only into free positional
+channels of the tokens), the upscaling, the hypernetworks and the IoU head.
 """
 
 from __future__ import annotations
@@ -41,45 +46,50 @@ import torch
 from torch import nn
 
 WIDTH = 48  # decoder width the layout is made for (= image-embedding channels)
-N_FREQ = 12  # designed Fourier frequencies (of WIDTH // 2)
-POS = list(range(12, 24)) + list(range(36, 48))  # sin / cos channels of the designed frequencies
-CODE = list(range(0, 5))  # image: content code; tokens: the code gathered at the click
-SIGNED = list(range(5, 10))  # tokens: +code (positive click), -code (negative click), 0 otherwise
-MIRROR = 11  # tokens: minus the sum of CODE, SIGNED and READ, so the channel sum never changes
-READ = list(range(24, 29))  # mask tokens: the mean signed code of all clicks
-BALLAST = (29, 30)  # +B, -B in every token: fixes the layer norms' scale
-LABEL = {"positive": 31, "negative": 32, "pad": 33, "corner": 34, "mask": 35, "iou": 10}
-PROTECTED = sorted(set(CODE + SIGNED + READ + [MIRROR, *BALLAST, *LABEL.values()]))
+HALF = WIDTH // 2
+LOW = 0.2  # cycles per unit of SAM's [-1, 1] coordinate: phase range 0.8 pi over the frame (monotonic sin)
+LOW_X, LOW_Y = 12, 13  # frequency slots (sin channel = slot, cos channel = slot + 24)
+GATHER_SLOTS = list(range(14, 24))  # the designed click-finding frequencies
+GATHER_POS = GATHER_SLOTS + [s + HALF for s in GATHER_SLOTS]
+POS = list(range(12, 24)) + list(range(36, 48))  # every channel with a non-zero frequency
+# tokens
+CODE = list(range(0, 5))  # gathered at a point; the image's CODE channels
+SIGNED = list(range(5, 10))  # +code (positive click), -code (negative click), 0 otherwise
+MIRROR = 11  # minus the sum of the wired channels that vary, so every token's channel sum is constant
+LOW_COPY = [LOW_X, LOW_Y, LOW_X + HALF, LOW_Y + HALF]  # a token's own low-frequency position code
+HASBOX = 14  # mask tokens: 1 if the prompt has a box
+BOX = list(range(15, 20))  # mask tokens: mean image code inside the box
+READ = list(range(24, 29))  # mask tokens: mean signed code of the clicks
+KX, KY = [24, 25], [26, 27]  # box corners (in READ's channels, which corners do not use): edge keys
+ZERO = 28  # READ's last channel: 0 before every layer norm up to the edges, the reference for KX / KY
+BALLAST = (29, 30)  # +B, -B in every token
+LABEL = {"positive": 31, "negative": 32, "pad": 33, "corner1": 34, "corner2": 10, "output": 35}
+PROTECTED = sorted(set(range(0, 12)) | set(range(24, 36)) | set(LOW_COPY) | {HASBOX, *BOX})
+# image embedding
+IX, IY = 10, 11  # 0 inside the box's x (y) range, -1 outside
+IMAGE_ZERO = 28  # always 0 before the layer norms: the reference for IX / IY after them
+IMAGE_RESERVED = POS + [IX, IY, IMAGE_ZERO, *BALLAST]  # not the encoder's: zero, or constant (ballast)
+
 B = 30.0  # ballast
-L = 3.0  # label magnitude after the first layer norm
-M = 6.0  # sign gate: larger than any code entry
-GATHER_GAIN = 4.0  # attention logit per unit of the positional kernel (kernel peak: N_FREQ)
+SIGMA = B / math.sqrt(HALF)  # a layer norm's standard deviation with the ballast dominating
+L = 3.0  # label magnitude in the token states
+M = 6.0  # ReLU gate: larger than any gated value
+GATHER_GAIN = 4.0  # click attention logit per unit of the positional kernel (peak: 10)
+EDGE_GAIN = 200.0  # box-edge attention logit per unit of sin(phase difference): ~8 per token
+BOX_GAIN = 12.0  # box-gather attention logit per unit of IX + IY
 
 
-def designed_frequencies(n: int = N_FREQ, fmax: float = 8.0, fmin: float = 1.0) -> torch.Tensor:
-    """(2, n) frequencies in cycles per unit of SAM's [-1, 1] coordinate: magnitudes fmin..fmax
-    (geometric; fmax 8 = a period of 4 tokens), directions spread by the golden angle."""
+def designed_frequencies() -> torch.Tensor:
+    """(2, 24) Fourier frequencies: slots LOW_X / LOW_Y low along x / y, GATHER_SLOTS geometric
+    magnitudes 1.2..8 (8 = a period of 4 tokens) in golden-angle directions, the rest zero."""
+    freqs = torch.zeros(2, HALF)
+    freqs[0, LOW_X] = LOW
+    freqs[1, LOW_Y] = LOW
+    n = len(GATHER_SLOTS)
     angle = math.pi * ((np.arange(n) * 0.6180339887) % 1.0)
-    mag = np.geomspace(fmin, fmax, n)
-    return torch.tensor(np.stack([mag * np.cos(angle), mag * np.sin(angle)]), dtype=torch.float32)
-
-
-def _select(rows: list[int], width: int, scale: float = 1.0) -> torch.Tensor:
-    w = torch.zeros(len(rows), width)
-    for r, c in enumerate(rows):
-        w[r, c] = scale
-    return w
-
-
-def _ln_fixed(ln: nn.LayerNorm, protected_scale: float) -> None:
-    """Token layer norm: protected channels at a fixed scale, ballast re-set, POS free (identity)."""
-    ln.weight.fill_(1.0)
-    ln.bias.zero_()
-    ln.weight[PROTECTED] = protected_scale
-    ln.bias[PROTECTED] = 0.0
-    for c, sign in zip(BALLAST, (1.0, -1.0)):
-        ln.weight[c] = 0.0
-        ln.bias[c] = sign * B
+    mag = np.geomspace(1.2, 8.0, n)
+    freqs[:, GATHER_SLOTS] = torch.tensor(np.stack([mag * np.cos(angle), mag * np.sin(angle)]), dtype=torch.float32)
+    return freqs
 
 
 def _zero(*linears: nn.Linear) -> None:
@@ -89,125 +99,204 @@ def _zero(*linears: nn.Linear) -> None:
             lin.bias.zero_()
 
 
-def wire_click_path(model) -> None:
-    """Set the prompt path of :mod:`this module <tiny_sam_wiring>` in ``model`` (a fresh tiny SamModel
-    with decoder width 48, 1 attention head, 2 two-way layers). Call :func:`fix_wiring` before training."""
+def _token_ln(ln: nn.LayerNorm) -> None:
+    """Token layer norm: identity scale (the ballast fixes the statistics) and the ballast re-set."""
+    ln.weight.fill_(SIGMA)
+    ln.bias.zero_()
+    for c, sign in zip(BALLAST, (1.0, -1.0)):
+        ln.weight[c] = 0.0
+        ln.bias[c] = sign * B
+
+
+def _image_ln(ln: nn.LayerNorm, zero: list[int]) -> None:
+    _token_ln(ln)
+    ln.weight[zero] = 0.0
+
+
+def wire_prompt_path(model) -> None:
+    """Set the prompt path of this module in ``model`` (a fresh tiny SamModel with decoder width 48,
+    1 attention head, 2 two-way layers). Call :func:`fix_wiring` before training."""
     dec = model.mask_decoder
     t = dec.transformer
     if dec.iou_token.weight.shape[1] != WIDTH or len(t.layers) != 2 or t.layers[0].self_attn.num_attention_heads != 1:
-        raise ValueError("the wired click path needs decoder width 48, 2 two-way layers and 1 attention head")
-    pe = model.config.vision_config.num_pos_feats
-    if 2 * pe != WIDTH:
-        raise ValueError(f"num_pos_feats must be {WIDTH // 2}")
+        raise ValueError("the wired prompt path needs decoder width 48, 2 two-way layers and 1 attention head")
+    if model.config.vision_config.num_pos_feats != HALF:
+        raise ValueError(f"num_pos_feats must be {HALF}")
     with torch.no_grad():
-        _wire_positions_and_labels(model)
-        _wire_gather_and_sign(t.layers[0])
-        _wire_collect(t.layers[1])
-        for ln in (t.layers[1].layer_norm2, t.layers[1].layer_norm3, t.layer_norm_final_attn):
-            _ln_fixed(ln, B / math.sqrt(24))
-        # trainable paths start silent
-        for lin in (
-            t.layers[1].cross_attn_token_to_image.out_proj,
-            t.layers[1].mlp.lin2,
-            t.final_attn_token_to_image.out_proj,
-            t.layers[0].cross_attn_image_to_token.out_proj,
-            t.layers[1].cross_attn_image_to_token.out_proj,
-        ):
-            _zero(lin)
+        _wire_embeddings(model)
+        l0, l1 = t.layers
+        _wire_copy(l0)
+        _wire_gather(l0.cross_attn_token_to_image)
+        _wire_mlp(l0.mlp)
+        _wire_edges(l0.cross_attn_image_to_token, LOW_X, KX, IX)
+        _wire_edges(l1.cross_attn_image_to_token, LOW_Y, KY, IY)
+        _wire_collect(l1.self_attn)
+        _wire_box_gather(t.final_attn_token_to_image)
+        for ln in (l0.layer_norm2, l0.layer_norm3, l1.layer_norm1, l1.layer_norm2, l1.layer_norm3):
+            _token_ln(ln)
+        _token_ln(t.layer_norm_final_attn)
+        _image_ln(l0.layer_norm4, [LOW_Y, LOW_Y + HALF])  # keep the y code of the keys exact for layer 2
+        _image_ln(l1.layer_norm4, [])
+        # trainable token paths start silent
+        _zero(l1.cross_attn_token_to_image.out_proj, l1.mlp.lin2)
         _wire_readout(dec)
-        _calibrate_sign(model)
+        _calibrate(model)
 
 
-def _wire_positions_and_labels(model) -> None:
-    freqs = torch.zeros(2, WIDTH // 2)
-    freqs[:, WIDTH // 2 - N_FREQ :] = designed_frequencies()
+def _one_hot(name: str) -> torch.Tensor:
+    v = torch.zeros(WIDTH)
+    v[LABEL[name]] = 1.0
+    return v
+
+
+def _wire_embeddings(model) -> None:
+    freqs = designed_frequencies()
     model.shared_image_embedding.positional_embedding.copy_(freqs)
     model.prompt_encoder.shared_embedding.positional_embedding.copy_(freqs)
     neck_ln = model.vision_encoder.neck.layer_norm2
-    neck_ln.weight[POS] = 0.0
-    neck_ln.bias[POS] = 0.0
+    neck_ln.weight[IMAGE_RESERVED] = 0.0
+    neck_ln.bias[IMAGE_RESERVED] = 0.0
+    neck_ln.bias[BALLAST[0]], neck_ln.bias[BALLAST[1]] = B, -B
     pe = model.prompt_encoder
     pe.no_mask_embed.weight.zero_()  # added to every image token: it would offset the gathered code
-    pe.mask_embed.conv3.weight[POS] = 0.0
-    pe.mask_embed.conv3.bias[POS] = 0.0
-
-    def one_hot(name: str) -> torch.Tensor:
-        v = torch.zeros(WIDTH)
-        v[LABEL[name]] = 1.0
-        return v
-
+    pe.mask_embed.conv3.weight[IMAGE_RESERVED] = 0.0
+    pe.mask_embed.conv3.bias[IMAGE_RESERVED] = 0.0
     # A zero frequency's cos channel is 1: cancel it in the embeddings that are added to a point's code
     # (the pad point's embedding replaces the code instead).
-    cos_of_zero = list(range(WIDTH // 2, WIDTH - N_FREQ))
-    for i, name in ((1, "positive"), (0, "negative"), (2, "corner"), (3, "corner")):
-        v = one_hot(name)
+    cos_of_zero = [s + HALF for s in range(HALF) if s not in (LOW_X, LOW_Y, *GATHER_SLOTS)]
+    for i, name in ((1, "positive"), (0, "negative"), (2, "corner1"), (3, "corner2")):
+        v = _one_hot(name)
         v[cos_of_zero] -= 1.0
         pe.point_embed[i].weight.copy_(v[None])
-    pe.not_a_point_embed.weight.copy_(one_hot("pad")[None])
+    pe.not_a_point_embed.weight.copy_(_one_hot("pad")[None])
     dec = model.mask_decoder
-    dec.mask_tokens.weight.copy_(one_hot("mask")[None].expand_as(dec.mask_tokens.weight))
-    dec.iou_token.weight.copy_(one_hot("iou")[None])
+    dec.mask_tokens.weight.copy_(_one_hot("output")[None].expand_as(dec.mask_tokens.weight))
+    dec.iou_token.weight.copy_(_one_hot("output")[None])
 
 
-def _wire_gather_and_sign(layer) -> None:
+def _wire_copy(layer) -> None:
+    """First self-attention (no residual, no positional term): each token attends to the tokens with its
+    label and copies the label and the low-frequency position code; first layer norm."""
     labels = list(LABEL.values())
-    # self-attention (first layer: no residual, no positional term): copy the own label
+    n = len(labels)
     sa = layer.self_attn
     _zero(sa.q_proj, sa.k_proj, sa.v_proj, sa.out_proj)
-    sa.q_proj.weight[: len(labels)] = _select(labels, WIDTH, 8.0)
-    sa.k_proj.weight[: len(labels)] = _select(labels, WIDTH, 8.0)
-    sa.v_proj.weight[: len(labels)] = _select(labels, WIDTH)
-    sa.out_proj.weight[labels, : len(labels)] = torch.eye(len(labels))
-    # layer norm 1: labels to magnitude L (a one-hot normalises to 6.86), ballast, nothing else
-    ln1 = layer.layer_norm1
-    ln1.weight.zero_()
-    ln1.bias.zero_()
-    hot = (1 - 1 / WIDTH) / math.sqrt((1 / WIDTH) * (1 - 1 / WIDTH))
-    ln1.weight[labels] = L / hot
-    for c, sign in zip(BALLAST, (1.0, -1.0)):
-        ln1.bias[c] = sign * B
-    # token->image attention: match by position only, carry the code (and its mirror)
-    ca = layer.cross_attn_token_to_image
-    inner = ca.q_proj.weight.shape[0]
+    for r, c in enumerate(labels):
+        sa.q_proj.weight[r, c] = sa.k_proj.weight[r, c] = 8.0
+        sa.v_proj.weight[r, c] = 1.0
+        sa.out_proj.weight[c, r] = 1.0
+    for r, c in enumerate(LOW_COPY, start=n):
+        sa.v_proj.weight[r, c] = 1.0
+        sa.out_proj.weight[c, r] = 1.0
+        sa.out_proj.weight[MIRROR, r] = -1.0
+    sa.out_proj.bias[BALLAST[0]], sa.out_proj.bias[BALLAST[1]] = B, -B
+    ln = layer.layer_norm1
+    ln.weight.zero_()
+    ln.bias.zero_()
+    ln.weight[labels] = L * SIGMA
+    # READ (incl. ZERO and the corners' keys) gets the same mean shift as the position copies, so that
+    # "copy - ZERO" is exact from here on
+    ln.weight[LOW_COPY + [MIRROR] + READ] = SIGMA
+    ln.bias[BALLAST[0]], ln.bias[BALLAST[1]] = B, -B
+
+
+def _wire_gather(ca) -> None:
+    """Token->image attention of layer 1: match by the designed frequencies only, carry the code."""
     gain = math.sqrt(GATHER_GAIN / ca.scaling)
     _zero(ca.q_proj, ca.k_proj, ca.v_proj, ca.out_proj)
-    ca.q_proj.weight.copy_(_select(POS, WIDTH, gain)[:inner])
-    ca.k_proj.weight.copy_(_select(POS, WIDTH, gain)[:inner])
-    ca.v_proj.weight[: len(CODE)] = _select(CODE, WIDTH)
-    ca.out_proj.weight[CODE, : len(CODE)] = torch.eye(len(CODE))
-    ca.out_proj.weight[MIRROR, : len(CODE)] = -1.0
-    for ln in (layer.layer_norm2, layer.layer_norm3):
-        _ln_fixed(ln, B / math.sqrt(24))
-    # MLP: signed code; the gates' offsets are set by _calibrate_sign
-    mlp = layer.mlp
-    mlp.lin1.weight[: 4 * len(CODE)] = 0.0
-    mlp.lin1.bias[: 4 * len(CODE)] = 0.0
+    for r, c in enumerate(GATHER_POS):
+        ca.q_proj.weight[r, c] = ca.k_proj.weight[r, c] = gain
+    for r, c in enumerate(CODE):
+        ca.v_proj.weight[r, c] = 1.0
+        ca.out_proj.weight[c, r] = 1.0
+        ca.out_proj.weight[MIRROR, r] = -1.0
+
+
+# (output channel, source channel, source sign) of the corner keys: K = [cos, -sin] of the corner's phase
+_CORNER_KEYS = [
+    (KX[0], LOW_X + HALF, 1.0),
+    (KX[1], LOW_X, -1.0),
+    (KY[0], LOW_Y + HALF, 1.0),
+    (KY[1], LOW_Y, -1.0),
+]
+
+
+def _mlp_units() -> list[tuple[str, int, float, int, float]]:
+    """The wired hidden units of the first MLP: (gate label, source channel, source sign, output channel,
+    output sign). Each pair relu(s x + g) - relu(-s x + g) passes s x when the gate is open (g = 0)."""
+    units = []
+    for code, signed in zip(CODE, SIGNED):
+        units += [("positive", code, 1.0, signed, 1.0), ("positive", code, -1.0, signed, -1.0)]
+        units += [("negative", code, 1.0, signed, -1.0), ("negative", code, -1.0, signed, 1.0)]
+    for gate, sign in (("corner1", 1.0), ("corner2", -1.0)):  # the bottom-right corner's key is negated
+        for out, src, s in _CORNER_KEYS:
+            units += [(gate, src, s * sign, out, 1.0), (gate, src, -s * sign, out, -1.0)]
+    return units
+
+
+def _wire_mlp(mlp) -> None:
+    units = _mlp_units()
+    mlp.lin1.weight[: len(units)] = 0.0
+    mlp.lin1.bias[: len(units)] = 0.0
     _zero(mlp.lin2)
-    for i, c in enumerate(CODE):
-        units = ((1, "positive", 1), (-1, "positive", -1), (1, "negative", -1), (-1, "negative", 1))
-        for j, (sign, gate, out) in enumerate(units):
-            unit = 4 * i + j
-            mlp.lin1.weight[unit, c] = sign
-            mlp.lin1.weight[unit, LABEL[gate]] = 1.0  # scaled by _calibrate_sign
-            mlp.lin2.weight[SIGNED[i], unit] = out
-            mlp.lin2.weight[MIRROR, unit] = -out
+    for u, (gate, src, s, out, o) in enumerate(units):
+        mlp.lin1.weight[u, src] = s
+        if src in LOW_COPY:
+            mlp.lin1.weight[u, ZERO] = -s  # the copy relative to ZERO: the layer norms' shift cancels
+        mlp.lin1.weight[u, LABEL[gate]] = 1.0  # scaled, with its offset, by _calibrate
+        mlp.lin2.weight[out, u] = o
+        mlp.lin2.weight[MIRROR, u] = -o
 
 
-def _wire_collect(layer) -> None:
-    sa = layer.self_attn
+def _wire_edges(ia, slot: int, keys: list[int], out: int) -> None:
+    """Image->token attention: logit -EDGE_GAIN sin(phase(token) - phase(corner)) to each corner (its key
+    K = [cos, -sin] of the corner's phase, negated for corner 2), 0 to every other token; value -1 at the
+    corners. So an image token gets ~0 inside the corners' range, ~-1 outside."""
+    inner_scale = math.sqrt(EDGE_GAIN / ia.scaling)
+    _zero(ia.q_proj, ia.k_proj, ia.v_proj, ia.out_proj)
+    ia.q_proj.weight[0, slot], ia.q_proj.weight[1, slot + HALF] = inner_scale, inner_scale
+    # Every token's channels share the layer norms' mean shift; reading K - ZERO cancels it exactly, so a
+    # token that is not a corner has logit 0, however the trained parts move the shift.
+    for r, key in enumerate(keys):
+        ia.k_proj.weight[r, key], ia.k_proj.weight[r, ZERO] = -inner_scale, inner_scale
+    ia.v_proj.weight[0, LABEL["corner1"]] = ia.v_proj.weight[0, LABEL["corner2"]] = 1.0 / L
+    ia.out_proj.weight[out, 0] = -1.0
+
+
+def _wire_collect(sa) -> None:
+    """Second self-attention: output tokens attend to the clicks and corners, averaging the signed codes
+    into READ and the corner labels into HASBOX."""
     _zero(sa.q_proj, sa.k_proj, sa.v_proj, sa.out_proj)
-    sa.q_proj.weight[0, LABEL["mask"]] = 2.6
-    sa.k_proj.weight[0, LABEL["positive"]] = 2.6
-    sa.k_proj.weight[0, LABEL["negative"]] = 2.6
-    sa.v_proj.weight[: len(SIGNED)] = _select(SIGNED, WIDTH)
-    sa.out_proj.weight[READ, : len(SIGNED)] = torch.eye(len(SIGNED))
-    sa.out_proj.weight[MIRROR, : len(SIGNED)] = -1.0
-    _ln_fixed(layer.layer_norm1, B / math.sqrt(24))
+    sa.q_proj.weight[0, LABEL["output"]] = 2.6
+    for name in ("positive", "negative", "corner1", "corner2"):
+        sa.k_proj.weight[0, LABEL[name]] = 2.6
+    for r, (s, rd) in enumerate(zip(SIGNED, READ)):
+        sa.v_proj.weight[r, s] = 1.0
+        sa.out_proj.weight[rd, r] = 1.0
+        sa.out_proj.weight[MIRROR, r] = -1.0
+    r = len(SIGNED)
+    sa.v_proj.weight[r, LABEL["corner1"]] = sa.v_proj.weight[r, LABEL["corner2"]] = 1.0 / L
+    sa.out_proj.weight[HASBOX, r] = 1.0
+    sa.out_proj.weight[MIRROR, r] = -1.0
+
+
+def _wire_box_gather(fa) -> None:
+    """Final token->image attention: output tokens average the image code over the tokens inside the box
+    (logit BOX_GAIN * (IX + IY)) into BOX."""
+    _zero(fa.q_proj, fa.k_proj, fa.v_proj, fa.out_proj)
+    g = math.sqrt(BOX_GAIN / (fa.scaling * (L + 1)))  # the output label is ~L in the state, 1 in the embedding
+    fa.q_proj.weight[0, LABEL["output"]] = g
+    fa.k_proj.weight[0, IX] = fa.k_proj.weight[0, IY] = g
+    fa.k_proj.weight[0, IMAGE_ZERO] = -2 * g  # cancels the image layer norms' per-token mean shift
+    for r, (c, b) in enumerate(zip(CODE, BOX)):
+        fa.v_proj.weight[r, c] = 1.0
+        fa.out_proj.weight[b, r] = 1.0
+        fa.out_proj.weight[MIRROR, r] = -1.0
 
 
 def _wire_readout(dec, alpha: float = 2.0, beta: float = 1.0) -> None:
     """Upscaling passes the image's CODE through (plus a constant channel); hypernetworks read the
-    centred READ of the mask token: mask = alpha * centred(READ) . code - beta."""
+    mask token: mask = alpha * centred(READ + gated BOX) . code - beta (the gate's offset: _calibrate)."""
     k, c8 = len(CODE), len(CODE) + 1
     w1 = torch.zeros_like(dec.upscale_conv1.weight)  # (C, C/4, 2, 2)
     w2 = torch.zeros_like(dec.upscale_conv2.weight)  # (C/4, C/8, 2, 2)
@@ -222,16 +311,20 @@ def _wire_readout(dec, alpha: float = 2.0, beta: float = 1.0) -> None:
     dec.upscale_conv2.bias.fill_(2.5)
     centre = torch.eye(k) - 1.0 / k
     for mlp in dec.output_hypernetworks_mlps:
-        w_in = torch.zeros_like(mlp.proj_in.weight)  # [relu(m), relu(-m)]
-        for i, c in enumerate(READ):
-            w_in[i, c], w_in[k + i, c] = 1.0, -1.0
+        w_in = torch.zeros_like(mlp.proj_in.weight)  # units: relu(READ), relu(-READ), relu(+-BOX + gate)
+        for i, (r, b) in enumerate(zip(READ, BOX)):
+            w_in[i, r], w_in[k + i, r] = 1.0, -1.0
+            w_in[2 * k + i, b], w_in[3 * k + i, b] = 1.0, -1.0
+            w_in[2 * k + i, HASBOX] = w_in[3 * k + i, HASBOX] = 1.0  # scaled by _calibrate
         mlp.proj_in.weight.copy_(w_in)
         mlp.proj_in.bias.zero_()
         for layer in mlp.layers:
             layer.weight.copy_(torch.eye(layer.weight.shape[0]))
             layer.bias.zero_()
         w_out = torch.zeros_like(mlp.proj_out.weight)
-        w_out[:k, :k], w_out[:k, k : 2 * k] = alpha * centre, -alpha * centre
+        for j in range(2):
+            w_out[:k, 2 * j * k : (2 * j + 1) * k] = alpha * centre
+            w_out[:k, (2 * j + 1) * k : (2 * j + 2) * k] = -alpha * centre
         mlp.proj_out.weight.copy_(w_out)
         mlp.proj_out.bias.zero_()
         mlp.proj_out.bias[k] = -beta
@@ -246,90 +339,107 @@ class _Capture:
         self.value = output.detach().clone()
 
 
-def _calibrate_sign(model) -> None:
-    """Set the sign gates from the label values the second layer norm actually gives: 0 for a click of
-    the gate's label, -M for every other token."""
-    layer = model.mask_decoder.transformer.layers[0]
-    cap = _Capture(layer.layer_norm2)
+def _token_states(model, module, points=None, labels=None, box=None) -> torch.Tensor:
+    """(tokens, C) output of ``module`` for one prompt on an all-zero image embedding."""
+    cap = _Capture(module)
     try:
-        emb = torch.zeros(1, WIDTH, 64, 64)
-        pe = model.get_image_wide_positional_embeddings()
         sparse, dense = model.prompt_encoder(
-            input_points=torch.tensor([[[[100.0, 100.0], [500.0, 500.0]]]]),
-            input_labels=torch.tensor([[[1, 0]]]),
-            input_boxes=None,
+            input_points=None if points is None else torch.tensor([[points]], dtype=torch.float32),
+            input_labels=None if labels is None else torch.tensor([[labels]]),
+            input_boxes=None if box is None else torch.tensor([[box]], dtype=torch.float32),
             input_masks=None,
         )
-        model.mask_decoder(emb, pe, sparse, dense, multimask_output=True)
+        emb = torch.zeros(1, WIDTH, 64, 64)
+        emb[:, BALLAST[0]], emb[:, BALLAST[1]] = B, -B
+        model.mask_decoder(emb, model.get_image_wide_positional_embeddings(), sparse, dense, multimask_output=True)
     finally:
         cap.handle.remove()
-    tokens = cap.value[0, 0]  # (tokens, C): iou, 4 mask, positive, negative, pad
-    rows = {"positive": 5, "negative": 6}  # the clicks' rows; all other tokens must be gated off
-    mlp = layer.mlp
-    for gate, row in rows.items():
+    return cap.value[0, 0]
+
+
+def _set_gate(lin: nn.Linear, units: list[int], channel: int, hi: float, lo: float) -> None:
+    """Gate units on ``channel``: offset 0 at the value ``hi`` (open), <= -M at ``lo`` and below."""
+    scale = M / (hi - lo)
+    for u in units:
+        lin.weight[u, channel] = scale
+        lin.bias[u] = -scale * hi
+
+
+def _calibrate(model) -> None:
+    """Set every label gate from the values the layer norms actually give."""
+    t = model.mask_decoder.transformer
+    mlp = t.layers[0].mlp
+    units = _mlp_units()
+    # tokens: iou, 4 mask, then the prompt's
+    clicks = _token_states(model, t.layers[0].layer_norm2, [[100.0, 100.0], [500.0, 500.0]], [1, 0])
+    boxed = _token_states(model, t.layers[0].layer_norm2, [[300.0, 300.0]], [1], box=[200.0, 200.0, 600.0, 700.0])
+    rows = {"positive": (clicks, 5), "negative": (clicks, 6), "corner1": (boxed, 6), "corner2": (boxed, 7)}
+    for gate, (states, row) in rows.items():
         c = LABEL[gate]
-        others = [r for r in range(tokens.shape[0]) if r != row]
-        hi, lo = float(tokens[row, c]), float(tokens[others, c].max())
-        scale = M / (hi - lo)
-        for i in range(len(CODE)):
-            for j, g in enumerate(("positive", "positive", "negative", "negative")):
-                if g == gate:
-                    unit = 4 * i + j
-                    mlp.lin1.weight[unit, c] = scale
-                    mlp.lin1.bias[unit] = -scale * hi
+        others = [r for r in range(states.shape[0]) if r != row]
+        hi, lo = float(states[row, c]), float(states[others, c].max())
+        _set_gate(mlp.lin1, [u for u, unit in enumerate(units) if unit[0] == gate], c, hi, lo)
+    final = t.layer_norm_final_attn
+    with_box = float(_token_states(model, final, box=[200.0, 200.0, 600.0, 700.0])[1, HASBOX])
+    without = float(_token_states(model, final, [[300.0, 300.0]], [1])[1, HASBOX])
+    k = len(CODE)
+    for hyper in model.mask_decoder.output_hypernetworks_mlps:
+        _set_gate(hyper.proj_in, list(range(2 * k, 4 * k)), HASBOX, with_box, without)
 
 
 def wired_entries(model) -> dict[str, torch.Tensor]:
-    """Parameter name -> bool mask of the entries :func:`wire_click_path` set and training must keep."""
-    dec = "mask_decoder."
-    t = dec + "transformer."
-    full = [
-        "prompt_encoder.point_embed.0.weight",
-        "prompt_encoder.point_embed.1.weight",
-        "prompt_encoder.point_embed.2.weight",
-        "prompt_encoder.point_embed.3.weight",
-        "prompt_encoder.not_a_point_embed.weight",
-        dec + "mask_tokens.weight",
-        dec + "iou_token.weight",
-    ]
-    for sub in ("self_attn", "cross_attn_token_to_image", "layer_norm1"):
-        full += [n for n, _ in model.named_parameters() if n.startswith(f"{t}layers.0.{sub}.")]
-    full += [n for n, _ in model.named_parameters() if n.startswith(f"{t}layers.1.self_attn.")]
+    """Parameter name -> bool mask of the entries :func:`wire_prompt_path` set and training must keep."""
     params = dict(model.named_parameters())
-    masks = {n: torch.ones_like(params[n], dtype=torch.bool) for n in full}
+    t = "mask_decoder.transformer."
+    masks: dict[str, torch.Tensor] = {}
 
-    def rows(name: str, idx: list[int]) -> None:
-        m = torch.zeros_like(params[name], dtype=torch.bool)
-        m[idx] = True
+    def full(prefix: str) -> None:
+        for n, p in params.items():
+            if n.startswith(prefix):
+                masks[n] = torch.ones_like(p, dtype=torch.bool)
+
+    def rows(name: str, idx: list[int], cols: list[int] | None = None) -> None:
+        m = masks.get(name, torch.zeros_like(params[name], dtype=torch.bool))
+        if cols is None:
+            m[idx] = True
+        else:
+            m[:, cols] = True
         masks[name] = m
 
-    rows("vision_encoder.neck.layer_norm2.weight", POS)
-    rows("vision_encoder.neck.layer_norm2.bias", POS)
-    m = torch.zeros_like(params["prompt_encoder.no_mask_embed.weight"], dtype=torch.bool)
-    m[:, POS] = True
-    masks["prompt_encoder.no_mask_embed.weight"] = m
-    rows("prompt_encoder.mask_embed.conv3.weight", POS)
-    rows("prompt_encoder.mask_embed.conv3.bias", POS)
-    n_sign = 4 * len(CODE)
-    rows(f"{t}layers.0.mlp.lin1.weight", list(range(n_sign)))
-    rows(f"{t}layers.0.mlp.lin1.bias", list(range(n_sign)))
-    m = torch.zeros_like(params[f"{t}layers.0.mlp.lin2.weight"], dtype=torch.bool)
-    m[:, :n_sign] = True
-    m[PROTECTED] = True  # the free units may write only outside the protected channels
-    masks[f"{t}layers.0.mlp.lin2.weight"] = m
+    for name in ("point_embed", "not_a_point_embed"):
+        full(f"prompt_encoder.{name}.")
+    full("mask_decoder.mask_tokens.")
+    full("mask_decoder.iou_token.")
+    for sub in ("self_attn", "layer_norm1", "cross_attn_token_to_image", "cross_attn_image_to_token"):
+        full(f"{t}layers.0.{sub}.")
+    for sub in ("self_attn", "cross_attn_image_to_token"):
+        full(f"{t}layers.1.{sub}.")
+    full(f"{t}final_attn_token_to_image.")
+    rows("vision_encoder.neck.layer_norm2.weight", IMAGE_RESERVED)
+    rows("vision_encoder.neck.layer_norm2.bias", IMAGE_RESERVED)
+    rows("prompt_encoder.no_mask_embed.weight", [], IMAGE_RESERVED)
+    rows("prompt_encoder.mask_embed.conv3.weight", IMAGE_RESERVED)
+    rows("prompt_encoder.mask_embed.conv3.bias", IMAGE_RESERVED)
+    n_wired = len(_mlp_units())
+    rows(f"{t}layers.0.mlp.lin1.weight", list(range(n_wired)))
+    rows(f"{t}layers.0.mlp.lin1.bias", list(range(n_wired)))
+    rows(f"{t}layers.0.mlp.lin2.weight", [], list(range(n_wired)))
+    rows(f"{t}layers.0.mlp.lin2.weight", PROTECTED)  # the free units may write only elsewhere
     rows(f"{t}layers.0.mlp.lin2.bias", PROTECTED)
-    for name in (
-        "layers.0.layer_norm2",
-        "layers.0.layer_norm3",
-        "layers.1.layer_norm1",
-        "layers.1.layer_norm2",
-        "layers.1.layer_norm3",
-        "layer_norm_final_attn",
-    ):
+    for name in ("layers.0.layer_norm2", "layers.0.layer_norm3", "layers.1.layer_norm1", "layers.1.layer_norm2"):
         rows(f"{t}{name}.weight", PROTECTED)
         rows(f"{t}{name}.bias", PROTECTED)
-    written = ("layers.1.cross_attn_token_to_image.out_proj", "layers.1.mlp.lin2", "final_attn_token_to_image.out_proj")
-    for name in written:
+    for name in ("layers.1.layer_norm3", "layer_norm_final_attn"):
+        rows(f"{t}{name}.weight", PROTECTED)
+        rows(f"{t}{name}.bias", PROTECTED)
+    image_keep = [IX, IY, IMAGE_ZERO, *BALLAST]
+    for name, keep in (
+        ("layers.0.layer_norm4", image_keep + [LOW_Y, LOW_Y + HALF]),
+        ("layers.1.layer_norm4", image_keep),
+    ):
+        rows(f"{t}{name}.weight", keep)
+        rows(f"{t}{name}.bias", keep)
+    for name in ("layers.1.cross_attn_token_to_image.out_proj", "layers.1.mlp.lin2"):
         rows(f"{t}{name}.weight", PROTECTED)
         rows(f"{t}{name}.bias", PROTECTED)
     return masks

@@ -35,7 +35,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic_shapes import interior_point, make_scene, mask_box  # noqa: E402
-from tiny_sam_wiring import CODE, fix_wiring, wire_click_path  # noqa: E402
+from tiny_sam_wiring import CODE, fix_wiring, wire_prompt_path  # noqa: E402
 
 from maskwright.engines import sam_common  # noqa: E402
 from maskwright.engines.base import LOWRES  # noqa: E402
@@ -747,7 +747,7 @@ def recipe_command(args) -> str:
         f"--{'' if args.subcells else 'no-'}subcells --aux {args.aux}",
         f"--loc-weight {args.loc_weight:g} --candidate-weight {args.candidate_weight:g}",
         f"--iou-weight {args.iou_weight:g} --attn-gain {args.attn_gain:g} --lr {args.lr:g}",
-        f"--click-readout {args.click_readout:g} --{'' if args.wired_clicks else 'no-'}wired-clicks",
+        f"--click-readout {args.click_readout:g} --{'' if args.wired else 'no-'}wired",
         f"--threads {args.threads} --workers {args.workers} --seed {args.seed} --out {args.out}",
     ]
     return f"OMP_NUM_THREADS={args.threads} .venv/bin/python tools/train_tiny_sam.py " + " \\\n    ".join(flags)
@@ -900,10 +900,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="start the decoder as 'content like the click's' with this position-match gain (0: off; width 48)",
     )
     parser.add_argument(
-        "--wired-clicks",
+        "--wired",
         action=argparse.BooleanOptionalAction,
         default=False,
-        help="hand-wire the click path (tools/tiny_sam_wiring.py) and keep it; needs --decoder-heads 1",
+        help="hand-wire the prompt path (tools/tiny_sam_wiring.py) and keep it; needs --decoder-heads 1",
     )
     parser.add_argument("--attn-gain", type=float, default=2.0, help="q/k projection gain of the aligned init")
     parser.add_argument("--lr", type=float, default=4e-3)
@@ -954,9 +954,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.click_readout > 0:
         click_readout_start(model, attn_gain=args.click_readout)
     wired = {}
-    if args.wired_clicks:
+    if args.wired:
         if not (args.resume or args.init):
-            wire_click_path(model)
+            wire_prompt_path(model)
         wired = fix_wiring(model)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
@@ -983,7 +983,7 @@ def main(argv: list[str] | None = None) -> None:
     step, recent, recent_modes = 0, [], {}
     batches = batch_stream(args, args.seed + 1, args.workers)
     probe = TokenAttentionProbe(model) if args.loc_weight > 0 else None
-    aux_channels = len(CODE) if args.wired_clicks else READOUT_CHANNELS if args.click_readout > 0 else AUX_CHANNELS
+    aux_channels = len(CODE) if args.wired else READOUT_CHANNELS if args.click_readout > 0 else AUX_CHANNELS
     modes = tuple(args.modes.split(","))
     while step < args.steps:
         elapsed = time.time() - start

@@ -1,0 +1,142 @@
+"""The hand-wired prompt path of the tiny SAM fixture (``tools/tiny_sam_wiring.py``), before any training.
+
+On an image embedding made of regions with known codes, the wired decoder must already do what SAM's
+does: a click selects its region, two clicks their union, a negative click removes its region, a box its
+content inside the box -- and training must not move a wired weight.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import tiny_sam_wiring as wiring  # noqa: E402
+import train_tiny_sam as trainer  # noqa: E402
+
+# regions of the 64x64 token grid: 0 left, 1 right, 2 a disc in the left half, 3 a rectangle in the right
+yy, xx = np.mgrid[0:64, 0:64]
+region_of_token = (xx >= 32).astype(int)
+region_of_token[(xx - 20) ** 2 + (yy - 40) ** 2 < 100] = 2
+region_of_token[(abs(xx - 45) < 6) & (abs(yy - 20) < 9)] = 3
+
+
+@pytest.fixture(scope="module")
+def wired():
+    model = trainer.new_model(0, width=48, vit_hidden=16, heads=1).eval()
+    wiring.wire_prompt_path(model)
+    torch.manual_seed(1)
+    # four orthogonal codes with zero mean (the readout compares centred codes)
+    basis = torch.linalg.qr(torch.cat([torch.ones(5, 1), torch.randn(5, 4)], 1))[0][:, 1:]
+    codes = basis.T * 2
+    emb = torch.randn(1, 48, 64, 64) * 0.5  # the encoder's other channels: noise
+    emb[:, wiring.IMAGE_RESERVED] = 0.0  # what the wired neck gives
+    emb[:, wiring.BALLAST[0]], emb[:, wiring.BALLAST[1]] = wiring.B, -wiring.B
+    emb[0, wiring.CODE] = codes[torch.from_numpy(region_of_token)].permute(2, 0, 1)
+    return model, emb
+
+
+def decode(wired, points=None, labels=None, box=None) -> np.ndarray:
+    """(64, 64) single-mask logits averaged per token."""
+    model, emb = wired
+    sparse, dense = model.prompt_encoder(
+        input_points=None if points is None else torch.tensor([[points]], dtype=torch.float32),
+        input_labels=None if labels is None else torch.tensor([[labels]]),
+        input_boxes=None if box is None else torch.tensor([[box]], dtype=torch.float32),
+        input_masks=None,
+    )
+    with torch.no_grad():
+        masks, _ = model.mask_decoder(emb, model.get_image_wide_positional_embeddings(), sparse, dense, False)
+    return masks[0, 0, 0].reshape(64, 4, 64, 4).mean((1, 3)).numpy()
+
+
+def interior(region: int) -> np.ndarray:
+    """Tokens of ``region`` at least 2 tokens from any other region (the wiring gathers within 1.5)."""
+    import cv2
+
+    inside = (region_of_token == region).astype(np.uint8)
+    return cv2.distanceTransform(np.pad(inside, 1), cv2.DIST_L2, 3)[1:-1, 1:-1] >= 2
+
+
+def separation(logits: np.ndarray, selected: np.ndarray) -> float:
+    """Lowest logit on the selected regions' interiors minus the highest on the others' interiors."""
+    inner = [interior(r) for r in range(4)]
+    on = np.concatenate([logits[inner[r]] for r in range(4) if selected[r]])
+    off = np.concatenate([logits[inner[r]] for r in range(4) if not selected[r]])
+    return float(on.min() - off.max())
+
+
+@pytest.mark.parametrize("region", [0, 1, 2, 3])
+def test_a_click_selects_its_region_by_content(wired, region):
+    rng = np.random.default_rng(region)
+    ys, xs = np.nonzero(interior(region))
+    for i in rng.choice(len(ys), 3, replace=False):
+        x, y = (xs[i] + rng.uniform(0, 1)) * 16, (ys[i] + rng.uniform(0, 1)) * 16  # anywhere in the token
+        assert separation(decode(wired, [[x, y]], [1]), np.arange(4) == region) > 0.2
+
+
+def test_two_clicks_give_the_union_and_a_negative_click_removes(wired):
+    a, b = [200.0, 200.0], [800.0, 600.0]  # regions 0 and 1
+    assert separation(decode(wired, [a, b], [1, 1]), np.array([True, True, False, False])) > 0.2
+    assert separation(decode(wired, [a, b, b], [1, 1, 0]), np.array([True, False, False, False])) > 0.2
+
+
+def test_a_box_selects_the_content_inside_it(wired):
+    model, _ = wired
+    for region in (3, 2):
+        ys, xs = np.nonzero(region_of_token == region)
+        box = [xs.min() * 16, ys.min() * 16, (xs.max() + 1) * 16, (ys.max() + 1) * 16]
+        logits = decode(wired, box=box)
+        target = interior(region)
+        outside = np.ones((64, 64), bool)
+        outside[ys.min() - 1 : ys.max() + 2, xs.min() - 1 : xs.max() + 2] = False
+        assert logits[target].min() > logits[outside].max() + 0.5
+
+
+def test_image_tokens_know_the_box_exactly(wired):
+    """IX / IY after the two image->token attentions: ~0 inside the box's range, ~-1 outside, with the
+    edge between the right tokens (a shift of a token would fail this)."""
+    model, emb = wired
+    cap = wiring._Capture(model.mask_decoder.transformer.layers[1].layer_norm4)
+    try:
+        decode(wired, box=[640.0, 192.0, 816.0, 464.0])  # tokens x 40..50, y 12..28
+    finally:
+        cap.handle.remove()
+    keys = cap.value[0, 0].reshape(64, 64, -1)
+    ix = (keys[..., wiring.IX] - keys[..., wiring.IMAGE_ZERO]).numpy()
+    iy = (keys[..., wiring.IY] - keys[..., wiring.IMAGE_ZERO]).numpy()
+    assert ix[:, 40:51].min() > -0.2 and ix[:, :40].max() < -0.5 and ix[:, 51:].max() < -0.5
+    assert iy[12:29].min() > -0.2 and iy[:12].max() < -0.5 and iy[29:].max() < -0.5
+
+
+def test_training_keeps_the_wiring():
+    model = trainer.new_model(0, width=48, vit_hidden=16, heads=1)
+    wiring.wire_prompt_path(model)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    partial = wiring.fix_wiring(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=0.1, weight_decay=0.0)
+    sparse, dense = model.prompt_encoder(
+        input_points=torch.tensor([[[[300.0, 300.0]]]]),
+        input_labels=torch.tensor([[[1]]]),
+        input_boxes=None,
+        input_masks=None,
+    )
+    emb = model.vision_encoder(torch.randn(1, 3, 1024, 1024)).last_hidden_state
+    masks, iou = model.mask_decoder(emb, model.get_image_wide_positional_embeddings(), sparse, dense, True)
+    (masks.square().mean() + iou.sum()).backward()
+    opt.step()
+    moved = 0
+    for name, mask in wiring.wired_entries(model).items():
+        p = dict(model.named_parameters())[name]
+        assert torch.equal(p.detach()[mask], before[name][mask]), name
+        moved += int((p.detach() != before[name]).any())
+    assert partial and moved > 0  # partly wired parameters still train outside their wired entries
+    with pytest.raises(ValueError, match="1 attention head"):
+        wiring.wire_prompt_path(trainer.new_model(0, width=48, vit_hidden=16))
