@@ -26,8 +26,9 @@ into "the content to look for, and where" is set by hand and kept fixed while th
    into ``READ`` (one click -> its code; clicks on A and B -> (A + B) / 2; a negative click on B ->
    (A + B - B) / 3) and note whether there is a box (``HASBOX``). The final token->image attention
    averages the image code over the tokens inside the box into ``BOX``.
-7. **Read out.** The upscaling convolutions pass the image code through; the hypernetworks start as
-   ``alpha * centred(READ + BOX if there is a box) . pixel code - beta``.
+7. **Read out.** The upscaling convolutions pass the image code through, and a constant channel that
+   grows outside the box; the hypernetworks start as ``alpha * centred(READ + BOX if there is a box) .
+   pixel code - beta * constant``.
 
 Layer norms would rescale every token by its own statistics: constant ``BALLAST`` channels (+-30) in the
 tokens and in the image embedding dominate them, so they act as a fixed scale, and a ``MIRROR`` channel
@@ -43,6 +44,7 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 WIDTH = 48  # decoder width the layout is made for (= image-embedding channels)
@@ -77,6 +79,7 @@ M = 6.0  # ReLU gate: larger than any gated value
 GATHER_GAIN = 4.0  # click attention logit per unit of the positional kernel (peak: 10)
 EDGE_GAIN = 200.0  # box-edge attention logit per unit of sin(phase difference): ~8 per token
 BOX_GAIN = 12.0  # box-gather attention logit per unit of IX + IY
+OUTSIDE_GAIN = 10.0  # upscaling: weight of IX + IY in the constant channel's path
 
 
 def designed_frequencies() -> torch.Tensor:
@@ -303,12 +306,18 @@ def _wire_readout(dec, alpha: float = 2.0, beta: float = 1.0) -> None:
     for i, c in enumerate(CODE):
         w1[c, i], w1[c, i + c8] = 1.0, -1.0
         w2[i, i], w2[i + c8, i] = 0.5, -0.5
+    # Outside the box, the constant channel grows (more of -beta) and the layer norm shrinks the code:
+    # upscaled channel k carries OUTSIDE_GAIN * (IX + IY) (0 inside, < 0 outside, 0 without a box).
+    w1[IX, k] = w1[IY, k] = OUTSIDE_GAIN
+    w1[IMAGE_ZERO, k] = -2 * OUTSIDE_GAIN
+    w2[k, k] = -3.0
     dec.upscale_conv1.weight.copy_(w1)
     dec.upscale_conv1.bias.zero_()
     dec.upscale_layer_norm.weight.fill_(0.4)
     dec.upscale_layer_norm.bias.fill_(2.5)
     dec.upscale_conv2.weight.copy_(w2)
     dec.upscale_conv2.bias.fill_(2.5)
+    dec.upscale_conv2.bias[k] = 2.5 + 3.0 * float(F.gelu(torch.tensor(2.5)))  # inside: GELU(2.5), as before
     centre = torch.eye(k) - 1.0 / k
     for mlp in dec.output_hypernetworks_mlps:
         w_in = torch.zeros_like(mlp.proj_in.weight)  # units: relu(READ), relu(-READ), relu(+-BOX + gate)
