@@ -19,12 +19,13 @@ into "the content to look for, and where" is set by hand and kept fixed while th
 4. **Sign and corners.** The first MLP writes +code for positive clicks, -code for negative ones and 0
    for anything else (four ReLUs per channel, gated by the label); for box corners it writes their
    low-frequency position code, negated for the bottom-right corner.
+   A negative click's code is doubled (see 6).
 5. **Inside the box.** The image->token attentions (layer 1: x, layer 2: y) give every image token
    ``0`` inside the box and ``-1`` outside: the logit to corner k is ``-G sin(phase(token) -
    phase(corner))`` (sign flipped for the second corner), against the other tokens at logit 0.
 6. **Collect.** The second self-attention makes the mask tokens average the signed codes of all clicks
    into ``READ`` (one click -> its code; clicks on A and B -> (A + B) / 2; a negative click on B ->
-   (A + B - B) / 3) and note whether there is a box (``HASBOX``). The final token->image attention
+   (A + B - 2B) / 3) and note whether there is a box (``HASBOX``). The final token->image attention
    averages the image code over the tokens inside the box into ``BOX``.
 7. **Read out.** The upscaling convolutions pass the image code through, and a constant channel that
    grows outside the box; the hypernetworks start as ``alpha * centred(READ + BOX if there is a box) .
@@ -79,6 +80,7 @@ M = 6.0  # ReLU gate: larger than any gated value
 GATHER_GAIN = 4.0  # click attention logit per unit of the positional kernel (peak: 10)
 EDGE_GAIN = 200.0  # box-edge attention logit per unit of sin(phase difference): ~8 per token
 BOX_GAIN = 12.0  # box-gather attention logit per unit of IX + IY
+NEGATIVE = 2.0  # a negative click's code counts twice: [A, B, -B] -> (A - B) / 3, B below zero
 OUTSIDE_GAIN = 10.0  # upscaling: weight of IX + IY in the constant channel's path
 
 
@@ -162,8 +164,8 @@ def _wire_embeddings(model) -> None:
     neck_ln.bias[BALLAST[0]], neck_ln.bias[BALLAST[1]] = B, -B
     pe = model.prompt_encoder
     pe.no_mask_embed.weight.zero_()  # added to every image token: it would offset the gathered code
-    pe.mask_embed.conv3.weight[IMAGE_RESERVED] = 0.0
-    pe.mask_embed.conv3.bias[IMAGE_RESERVED] = 0.0
+    pe.mask_embed.conv3.weight[IMAGE_RESERVED + CODE] = 0.0
+    pe.mask_embed.conv3.bias[IMAGE_RESERVED + CODE] = 0.0
     # A zero frequency's cos channel is 1: cancel it in the embeddings that are added to a point's code
     # (the pad point's embedding replaces the code instead).
     cos_of_zero = [s + HALF for s in range(HALF) if s not in (LOW_X, LOW_Y, *GATHER_SLOTS)]
@@ -230,7 +232,7 @@ def _mlp_units() -> list[tuple[str, int, float, int, float]]:
     units = []
     for code, signed in zip(CODE, SIGNED):
         units += [("positive", code, 1.0, signed, 1.0), ("positive", code, -1.0, signed, -1.0)]
-        units += [("negative", code, 1.0, signed, -1.0), ("negative", code, -1.0, signed, 1.0)]
+        units += [("negative", code, 1.0, signed, -NEGATIVE), ("negative", code, -1.0, signed, NEGATIVE)]
     for gate, sign in (("corner1", 1.0), ("corner2", -1.0)):  # the bottom-right corner's key is negated
         for out, src, s in _CORNER_KEYS:
             units += [(gate, src, s * sign, out, 1.0), (gate, src, -s * sign, out, -1.0)]
@@ -426,9 +428,10 @@ def wired_entries(model) -> dict[str, torch.Tensor]:
     full(f"{t}final_attn_token_to_image.")
     rows("vision_encoder.neck.layer_norm2.weight", IMAGE_RESERVED)
     rows("vision_encoder.neck.layer_norm2.bias", IMAGE_RESERVED)
-    rows("prompt_encoder.no_mask_embed.weight", [], IMAGE_RESERVED)
-    rows("prompt_encoder.mask_embed.conv3.weight", IMAGE_RESERVED)
-    rows("prompt_encoder.mask_embed.conv3.bias", IMAGE_RESERVED)
+    # the dense prompt must not move the codes the clicks gather
+    rows("prompt_encoder.no_mask_embed.weight", [], IMAGE_RESERVED + CODE)
+    rows("prompt_encoder.mask_embed.conv3.weight", IMAGE_RESERVED + CODE)
+    rows("prompt_encoder.mask_embed.conv3.bias", IMAGE_RESERVED + CODE)
     n_wired = len(_mlp_units())
     rows(f"{t}layers.0.mlp.lin1.weight", list(range(n_wired)))
     rows(f"{t}layers.0.mlp.lin1.bias", list(range(n_wired)))

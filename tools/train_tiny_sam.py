@@ -422,14 +422,22 @@ AUX_CHANNELS = 16  # without a head, the contrastive loss shapes these channels 
 
 
 def instance_embedding_loss(
-    head: nn.Module | None, emb: torch.Tensor, batch, rng, samples: int = 384, channels: int = AUX_CHANNELS
+    head: nn.Module | None,
+    emb: torch.Tensor,
+    batch,
+    rng,
+    samples: int = 384,
+    channels: int = AUX_CHANNELS,
+    centred: bool = False,
 ) -> torch.Tensor:
     """Supervised contrastive loss on image-embedding tokens: tokens of the same shape (or of the background)
     close, of different shapes apart.
 
     Dense supervision of the encoder on every token of every image, where the prompt losses reach it only
     through a few decoded masks; it gives the decoder features in which "the same object as the click" is a
-    similarity it can read with one attention step. ``head`` is an auxiliary projection, not saved.
+    similarity it can read with one attention step. ``head`` is an auxiliary projection, not saved. With
+    ``centred``, codes are compared after removing their mean over the channels, as the wired readout
+    (``tools/tiny_sam_wiring.py``) compares them.
     """
     total = torch.zeros(())
     for i, sample in enumerate(batch):
@@ -439,7 +447,8 @@ def instance_embedding_loss(
             continue
         idx = torch.from_numpy(rng.choice(valid, min(samples, len(valid)), replace=False))
         tokens = emb[i].flatten(1).T[idx]
-        z = F.normalize(head(tokens) if head is not None else tokens[:, :channels], dim=1)
+        z = head(tokens) if head is not None else tokens[:, :channels]
+        z = F.normalize(z - z.mean(1, keepdim=True) if centred else z, dim=1)
         y = torch.from_numpy(labels)[idx]
         sim = z @ z.T / 0.1
         eye = torch.eye(len(idx), dtype=torch.bool)
@@ -615,6 +624,7 @@ def train_step(
     iou_weight: float = 1.0,
     train_encoder: bool = True,
     aux_channels: int = AUX_CHANNELS,
+    aux_centred: bool = False,
 ) -> tuple[torch.Tensor, dict]:
     """Loss of one step on ``batch``: ``targets`` prompts of each kind in ``modes`` per sample, each decoded
     for ``rounds`` rounds (first prompt, then correction clicks). Stats: first-round IoU per mode, IoU per
@@ -624,7 +634,9 @@ def train_step(
     if not train_encoder:
         aux, subcell_head = "none", None
     aux = (
-        instance_embedding_loss(aux_head, emb, batch, rng, channels=aux_channels) if aux != "none" else torch.zeros(())
+        instance_embedding_loss(aux_head, emb, batch, rng, channels=aux_channels, centred=aux_centred)
+        if aux != "none"
+        else torch.zeros(())
     )
     if subcell_head is not None:
         aux = aux + subcell_loss(subcell_head, emb, batch)
@@ -1012,6 +1024,7 @@ def main(argv: list[str] | None = None) -> None:
             iou_weight=args.iou_weight,
             train_encoder=not args.freeze_encoder,
             aux_channels=aux_channels,
+            aux_centred=args.wired,
         )
         opt.zero_grad()
         loss.backward()
