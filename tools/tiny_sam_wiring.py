@@ -322,7 +322,8 @@ def _wire_readout(dec, alpha: float = 2.0, beta: float = 1.0) -> None:
     dec.upscale_conv2.bias[k] = 2.5 + 3.0 * float(F.gelu(torch.tensor(2.5)))  # inside: GELU(2.5), as before
     centre = torch.eye(k) - 1.0 / k
     for mlp in dec.output_hypernetworks_mlps:
-        w_in = torch.zeros_like(mlp.proj_in.weight)  # units: relu(READ), relu(-READ), relu(+-BOX + gate)
+        # units: relu(READ), relu(-READ), relu(+-BOX + gate), relu(gate + M) (box indicator)
+        w_in = torch.zeros_like(mlp.proj_in.weight)
         for i, (r, b) in enumerate(zip(READ, BOX)):
             w_in[i, r], w_in[k + i, r] = 1.0, -1.0
             w_in[2 * k + i, b], w_in[3 * k + i, b] = 1.0, -1.0
@@ -395,7 +396,10 @@ def _calibrate(model) -> None:
     without = float(_token_states(model, final, [[300.0, 300.0]], [1])[1, HASBOX])
     k = len(CODE)
     for hyper in model.mask_decoder.output_hypernetworks_mlps:
-        _set_gate(hyper.proj_in, list(range(2 * k, 4 * k)), HASBOX, with_box, without)
+        _set_gate(hyper.proj_in, [*range(2 * k, 4 * k), 4 * k], HASBOX, with_box, without)
+        # unit 4k: M with a box, 0 without -- a bias of its own for box prompts, whose mean code also holds
+        # some background (trained; starts at 0 in proj_out)
+        hyper.proj_in.bias[4 * k] += M
 
 
 def wired_entries(model) -> dict[str, torch.Tensor]:
