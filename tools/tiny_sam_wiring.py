@@ -68,6 +68,10 @@ ZERO = 28  # READ's last channel: 0 before every layer norm up to the edges, the
 BALLAST = (29, 30)  # +B, -B in every token
 LABEL = {"positive": 31, "negative": 32, "pad": 33, "corner1": 34, "corner2": 10, "output": 35}
 PROTECTED = sorted(set(range(0, 12)) | set(range(24, 36)) | set(LOW_COPY) | {HASBOX, *BOX})
+# What an output token's state holds in these channels depends on the whole image it was decoded with (its
+# uniform layer-1 gather of CODE, the box gather without a box, and MIRROR): a 512 px training crop gives
+# other values than the full frame. Trained readers of the token states must not read them.
+CONTEXT = CODE + [MIRROR] + BOX
 # image embedding
 IX, IY = 10, 11  # 0 inside the box's x (y) range, -1 outside
 IMAGE_ZERO = 28  # always 0 before the layer norms: the reference for IX / IY after them
@@ -146,6 +150,8 @@ def wire_prompt_path(model) -> None:
         _zero(l1.cross_attn_token_to_image.out_proj, l1.mlp.lin2)
         _wire_readout(dec)
         _calibrate(model)
+        for lin, first_free in _context_readers(model):
+            lin.weight[first_free:, CONTEXT] = 0.0
 
 
 def _one_hot(name: str) -> torch.Tensor:
@@ -402,6 +408,16 @@ def _calibrate(model) -> None:
         hyper.proj_in.bias[4 * k] += M
 
 
+def _context_readers(model) -> list[tuple[nn.Linear, int]]:
+    """The trained layers that read token states (see CONTEXT), with the first row that is not wired."""
+    dec = model.mask_decoder
+    t = dec.transformer
+    readers = [(t.layers[0].mlp.lin1, len(_mlp_units())), (t.layers[1].mlp.lin1, 0)]
+    readers += [(t.layers[1].cross_attn_token_to_image.q_proj, 0), (dec.iou_prediction_head.proj_in, 0)]
+    readers += [(h.proj_in, 4 * len(CODE) + 1) for h in dec.output_hypernetworks_mlps]
+    return readers
+
+
 def wired_entries(model) -> dict[str, torch.Tensor]:
     """Parameter name -> bool mask of the entries :func:`wire_prompt_path` set and training must keep."""
     params = dict(model.named_parameters())
@@ -458,6 +474,12 @@ def wired_entries(model) -> dict[str, torch.Tensor]:
     for name in ("layers.1.cross_attn_token_to_image.out_proj", "layers.1.mlp.lin2"):
         rows(f"{t}{name}.weight", PROTECTED)
         rows(f"{t}{name}.bias", PROTECTED)
+    names = {id(p): n for n, p in params.items()}
+    for lin, _ in _context_readers(model):
+        name = names[id(lin.weight)]
+        m = masks.get(name, torch.zeros_like(lin.weight, dtype=torch.bool))
+        m[:, CONTEXT] = True  # the wired rows keep theirs (0, or BOX for the hypernetworks' box units)
+        masks[name] = m
     return masks
 
 
