@@ -202,34 +202,3 @@ def test_batches_from_a_worker_process_are_the_inline_ones():
             assert all(np.array_equal(s.pixel, t.pixel) and np.array_equal(s.masks, t.masks) for s, t in zip(a, b))
     finally:
         background.close()
-
-
-def test_click_readout_start_segments_by_the_content_at_the_click():
-    """``--click-readout``: before any training, the mask tokens copy the positive click, gather the content
-    there and the mask is where the content is the same: on an embedding of two contents (left / right),
-    a click on the left gives the left half, not a disk and not the right half."""
-    torch.manual_seed(0)
-    model = trainer.new_model(0, width=48, vit_hidden=16)
-    trainer.click_readout_start(model)
-    emb = torch.randn(1, 48, 64, 64) * 0.5
-    left = torch.tensor([2.0, -2.0, 1.0, -1.0, 0.0])
-    emb[0, :5, :, :32], emb[0, :5, :, 32:] = left[:, None, None], -left[:, None, None]
-    pe = model.get_image_wide_positional_embeddings()
-    sparse, dense = model.prompt_encoder(
-        input_points=torch.tensor([[[[200.0, 500.0]]]]),
-        input_labels=torch.tensor([[[1]]]),
-        input_boxes=None,
-        input_masks=None,
-    )
-    with torch.no_grad():
-        masks, _ = model.mask_decoder(
-            image_embeddings=emb,
-            image_positional_embeddings=pe,
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=True,
-        )
-    for logits in masks[0, 0]:
-        assert (logits[:, :128] > 0).float().mean() > 0.99 and (logits[:, 128:] > 0).float().mean() < 0.01
-    with pytest.raises(ValueError, match="width 48"):
-        trainer.click_readout_start(trainer.new_model(0, width=32, vit_hidden=16))

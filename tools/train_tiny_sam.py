@@ -89,118 +89,6 @@ def tiny_sam_config(
     )
 
 
-READOUT_CHANNELS = 5  # embedding channels the click-readout start carries (decoder width / 8 - 1)
-
-
-def click_readout_start(model, attn_gain: float = 4.0, alpha: float = 2.0, beta: float = 1.0) -> None:
-    """Start the mask decoder as "the mask is where the content matches the content at the click".
-
-    * the mask tokens' first self-attention looks for the positive click token and copies its position
-      code (not into the content channels);
-    * every token->image attention matches by position only (the content channels are left out of q/k),
-      and its values carry the first ``READOUT_CHANNELS`` embedding channels unchanged, so the mask tokens
-      gather the content at the click;
-    * image tokens keep those channels (the image->token updates leave them out), the token MLPs and the
-      later self-attentions start as identity residuals;
-    * the upscaling convolutions pass those channels through (normalised, shifted into GELU's near-linear
-      range) plus a constant channel, and the hypernetwork MLPs turn the mask token's content into the
-      weights of a centred similarity minus ``beta``.
-
-    Used with the instance loss on the same channels, so that "same content" means "same shape".
-    """
-    c8 = model.mask_decoder.upscale_conv2.weight.shape[1]
-    if c8 != READOUT_CHANNELS + 1:
-        raise ValueError(f"the click-readout start needs decoder width {8 * (READOUT_CHANNELS + 1)}, got {8 * c8}")
-    with torch.no_grad():
-        _start_content_readout(model.mask_decoder, alpha, beta)
-        _start_gathering_at_the_click(model, attn_gain)
-
-
-def _start_content_readout(dec, alpha: float, beta: float) -> None:
-    """Upscaling and hypernetworks of :func:`click_readout_start`: mask = alpha * centred(token content) .
-    pixel content - beta."""
-    k, c8 = READOUT_CHANNELS, READOUT_CHANNELS + 1
-    # upscaling: [z, 0, -z, 0] -> layer norm, shifted -> (a - b) / 2 + shift; channel k constant
-    w1 = torch.zeros_like(dec.upscale_conv1.weight)  # (C, C/4, 2, 2)
-    w2 = torch.zeros_like(dec.upscale_conv2.weight)  # (C/4, C/8, 2, 2)
-    for c in range(k):
-        w1[c, c], w1[c, c + c8] = 1.0, -1.0
-        w2[c, c], w2[c + c8, c] = 0.5, -0.5
-    dec.upscale_conv1.weight.copy_(w1)
-    dec.upscale_conv1.bias.zero_()
-    dec.upscale_layer_norm.weight.fill_(0.4)
-    dec.upscale_layer_norm.bias.fill_(2.5)
-    dec.upscale_conv2.weight.copy_(w2)
-    dec.upscale_conv2.bias.fill_(2.5)
-    # hypernetworks: w = alpha * centred(m[:k]), -beta on the constant channel
-    centre = torch.eye(k) - 1.0 / k
-    for mlp in dec.output_hypernetworks_mlps:
-        w_in = torch.zeros_like(mlp.proj_in.weight)  # [relu(m), relu(-m)]
-        w_in[:k, :k], w_in[k : 2 * k, :k] = torch.eye(k), -torch.eye(k)
-        mlp.proj_in.weight.copy_(w_in)
-        mlp.proj_in.bias.zero_()
-        for layer in mlp.layers:
-            layer.weight.copy_(torch.eye(layer.weight.shape[0]))
-            layer.bias.zero_()
-        w_out = torch.zeros_like(mlp.proj_out.weight)
-        w_out[:k, :k], w_out[:k, k : 2 * k] = alpha * centre, -alpha * centre
-        mlp.proj_out.weight.copy_(w_out)
-        mlp.proj_out.bias.zero_()
-        mlp.proj_out.bias[k] = -beta
-
-
-def _start_gathering_at_the_click(model, attn_gain: float) -> None:
-    """Transformer of :func:`click_readout_start`: the mask tokens copy the positive click, then gather the
-    content there by position; image tokens and the content channels pass through unchanged."""
-    k = READOUT_CHANNELS
-    dec = model.mask_decoder
-    t = dec.transformer
-    width = dec.iou_token.weight.shape[1]
-    model.prompt_encoder.no_mask_embed.weight.mul_(0.1)
-    # mask tokens (direction a) find the positive click (direction e1) in the first self-attention
-    e1 = model.prompt_encoder.point_embed[1].weight[0]
-    e1[:k] = 0
-    e1_hat = e1 / e1.norm()
-    a = torch.randn(width)
-    a[:k] = 0
-    a = a - (a @ e1_hat) * e1_hat
-    a_hat = a / a.norm()
-    dec.mask_tokens.weight.copy_(3 * a_hat + 0.1 * torch.randn_like(dec.mask_tokens.weight))
-    dec.mask_tokens.weight[:, :k] = 0
-    sa = t.layers[0].self_attn
-    inner = sa.q_proj.weight.shape[0]
-    u = torch.ones(inner) / inner**0.5
-    sa.q_proj.weight.copy_(2.0 * torch.outer(u, a_hat))
-    sa.k_proj.weight.copy_(2.0 * torch.outer(u, e1_hat))
-    v = torch.eye(inner, width)
-    v[:k, :k] = 0  # the click's position code must not land in the content channels
-    sa.v_proj.weight.copy_(v)
-    sa.out_proj.weight.copy_(torch.eye(width, inner))
-    for lin in (sa.q_proj, sa.k_proj, sa.v_proj, sa.out_proj):
-        lin.bias.zero_()
-    for layer in t.layers:
-        layer.mlp.lin2.weight.zero_()
-        layer.mlp.lin2.bias.zero_()
-        layer.cross_attn_image_to_token.out_proj.weight[:k] = 0
-        layer.cross_attn_image_to_token.out_proj.bias[:k] = 0
-    for layer in t.layers[1:]:
-        layer.self_attn.out_proj.weight.zero_()
-        layer.self_attn.out_proj.bias.zero_()
-    for module in [layer.cross_attn_token_to_image for layer in t.layers] + [t.final_attn_token_to_image]:
-        inner = module.q_proj.weight.shape[0]
-        w = torch.zeros(inner, width)
-        w[:k, :k] = torch.eye(k)
-        w[k:, k:] = torch.linalg.qr(torch.randn(width - k, width - k))[0][: inner - k]
-        match = w.clone()
-        match[:k] = 0  # find the click by position only; the content channels are what is carried
-        module.q_proj.weight.copy_(attn_gain * match)
-        module.k_proj.weight.copy_(attn_gain * match)
-        module.v_proj.weight.copy_(w)
-        module.out_proj.weight.copy_(w.T)
-        for lin in (module.q_proj, module.k_proj, module.v_proj, module.out_proj):
-            lin.bias.zero_()
-
-
 def new_model(seed: int, gain: float = 2.0, width: int = 32, vit_hidden: int = 32, **config):
     from transformers import SamModel
 
@@ -759,7 +647,7 @@ def recipe_command(args) -> str:
         f"--{'' if args.subcells else 'no-'}subcells --aux {args.aux}",
         f"--loc-weight {args.loc_weight:g} --candidate-weight {args.candidate_weight:g}",
         f"--iou-weight {args.iou_weight:g} --attn-gain {args.attn_gain:g} --lr {args.lr:g}",
-        f"--click-readout {args.click_readout:g} --{'' if args.wired else 'no-'}wired",
+        f"--{'' if args.wired else 'no-'}wired",
         f"--threads {args.threads} --workers {args.workers} --seed {args.seed} --out {args.out}",
     ]
     return f"OMP_NUM_THREADS={args.threads} .venv/bin/python tools/train_tiny_sam.py " + " \\\n    ".join(flags)
@@ -906,12 +794,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--encoder-from", default=None, help="start the image encoder from the model in this directory")
     parser.add_argument("--iou-head", type=int, default=32, help="hidden width of the IoU prediction head")
     parser.add_argument(
-        "--click-readout",
-        type=float,
-        default=0.0,
-        help="start the decoder as 'content like the click's' with this position-match gain (0: off; width 48)",
-    )
-    parser.add_argument(
         "--wired",
         action=argparse.BooleanOptionalAction,
         default=False,
@@ -963,8 +845,6 @@ def main(argv: list[str] | None = None) -> None:
             with torch.no_grad():
                 for name in ("shared_image_embedding", "prompt_encoder.shared_embedding"):
                     model.get_submodule(name).positional_embedding.copy_(donor.get_submodule(name).positional_embedding)
-    if args.click_readout > 0:
-        click_readout_start(model, attn_gain=args.click_readout)
     wired = {}
     if args.wired:
         if not (args.resume or args.init):
@@ -995,7 +875,7 @@ def main(argv: list[str] | None = None) -> None:
     step, recent, recent_modes = 0, [], {}
     batches = batch_stream(args, args.seed + 1, args.workers)
     probe = TokenAttentionProbe(model) if args.loc_weight > 0 else None
-    aux_channels = len(CODE) if args.wired else READOUT_CHANNELS if args.click_readout > 0 else AUX_CHANNELS
+    aux_channels = len(CODE) if args.wired else AUX_CHANNELS
     modes = tuple(args.modes.split(","))
     while step < args.steps:
         elapsed = time.time() - start
