@@ -10,7 +10,9 @@ zero padding at the bottom/right; points scaled to the 1024 frame) on scenes fro
 positive click, a jittered box, or clicks on two shapes whose union is the target), then correction
 clicks sampled from the error region of the previous prediction, with that prediction's low-res logits
 fed back as ``mask_input`` half of the time. Multimask outputs are trained with the min loss over the 3
-candidates; the IoU head regresses the true IoU of every candidate.
+candidates; the IoU head regresses the true IoU of every candidate. The decoder's prompt path (find the
+clicks, gather the content there, know the box) is wired by hand and kept (``--wired``, the default:
+``tools/tiny_sam_wiring.py``); the rest -- above all the encoder's codes -- is learned.
 
 The schedule is step-based (cosine over ``--steps``, so the same command gives the same model on a busy or
 an idle CPU); the model is saved every few minutes, so a cut-off run still leaves a usable fixture. At the
@@ -672,7 +674,12 @@ def write_readme(out: Path, args, steps: int, seconds: float, metrics: dict) -> 
         "previous logits as `mask_input`, plus a supervised-contrastive instance loss on the image embedding"
         + (" and a loss making each token predict its 4x4 sub-cell mask" if args.subcells else "")
         + ",",
-        "and a decoder whose prompt<->image attention starts as a positional/appearance match"
+        (
+            "and a decoder whose prompt path is wired by hand and kept (`tools/tiny_sam_wiring.py`: clicks and "
+            "boxes select by the content the instance loss shapes)"
+            if args.wired
+            else "and a decoder whose prompt<->image attention starts as a positional/appearance match"
+        )
         + (
             f"; steps of {args.crop_batch} token-aligned {args.crop * 16} px crops of the padded 1024 frame"
             if args.crop < INPUT // 16
@@ -789,14 +796,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--vit-layers", type=int, default=3, help="windowed attention layers of the tiny ViT")
     parser.add_argument("--window", type=int, default=16, help="ViT attention window, in tokens")
     parser.add_argument("--attn-downsample", type=int, default=2, help="mask decoder cross-attention downsample rate")
-    parser.add_argument("--decoder-heads", type=int, default=2, help="mask decoder attention heads")
+    parser.add_argument("--decoder-heads", type=int, default=1, help="mask decoder attention heads")
     parser.add_argument("--decoder-layers", type=int, default=2, help="two-way attention blocks of the mask decoder")
     parser.add_argument("--encoder-from", default=None, help="start the image encoder from the model in this directory")
     parser.add_argument("--iou-head", type=int, default=32, help="hidden width of the IoU prediction head")
     parser.add_argument(
         "--wired",
         action=argparse.BooleanOptionalAction,
-        default=False,
+        default=True,
         help="hand-wire the prompt path (tools/tiny_sam_wiring.py) and keep it; needs --decoder-heads 1",
     )
     parser.add_argument("--attn-gain", type=float, default=2.0, help="q/k projection gain of the aligned init")
