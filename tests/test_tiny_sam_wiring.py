@@ -99,18 +99,6 @@ def test_a_box_selects_the_content_inside_it(wired):
         assert logits[target].min() > logits[outside].max() + 0.5
 
 
-def test_a_box_with_clicks_is_read_as_its_clicks(wired):
-    """The corners do not dilute the clicks' mean code: with a box or without, the mask token reads the
-    click's code at the same scale (diluted, it taught the single-mask readout too low a threshold)."""
-    model, emb = wired
-    final = model.mask_decoder.transformer.layer_norm_final_attn
-    click = [[720.0, 320.0]]  # region 3
-    alone = wiring._token_states(model, final, click, [1], emb=emb)[1]
-    boxed = wiring._token_states(model, final, click, [1], box=[600.0, 150.0, 850.0, 480.0], emb=emb)[1]
-    assert torch.allclose(boxed[wiring.READ], alone[wiring.READ], atol=0.05 * alone[wiring.READ].abs().max())
-    assert abs(boxed[wiring.HASBOX] - alone[wiring.HASBOX]) < 0.05
-
-
 def test_image_tokens_know_the_box_exactly(wired):
     """IX / IY after the two image->token attentions: ~0 inside the box's range, ~-1 outside, with the
     edge between the right tokens (a shift of a token would fail this)."""

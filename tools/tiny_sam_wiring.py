@@ -25,9 +25,8 @@ into "the content to look for, and where" is set by hand and kept fixed while th
    phase(corner))`` (sign flipped for the second corner), against the other tokens at logit 0.
 6. **Collect.** The second self-attention makes the mask tokens average the signed codes of all clicks
    into ``READ`` (one click -> its code; clicks on A and B -> (A + B) / 2; a negative click on B ->
-   (A + B - 2B) / 3) and, only without clicks, note that there is a box (``HASBOX``; a box with clicks
-   is read as its clicks). The final token->image attention averages the image code over the tokens
-   inside the box into ``BOX``.
+   (A + B - 2B) / 3) and note whether there is a box (``HASBOX``). The final token->image attention
+   averages the image code over the tokens inside the box into ``BOX``.
 7. **Read out.** The upscaling convolutions pass the image code through, and a constant channel that
    grows outside the box; the hypernetworks start as ``alpha * centred(READ + BOX if there is a box) .
    pixel code - beta * constant``.
@@ -276,19 +275,12 @@ def _wire_edges(ia, slot: int, keys: list[int], out: int) -> None:
 
 
 def _wire_collect(sa) -> None:
-    """Second self-attention: output tokens attend to the clicks, averaging their signed codes into READ,
-    and -- only when there is no click -- to the box corners, whose labels make HASBOX.
-
-    The corners' logit is 6 below the clicks' (~14 vs ~8): with a click they get < 1 % of the attention,
-    so READ is the clicks' mean code whether or not a box is there (counting the corners would shrink it
-    by n / (n + 2) and teach the readout a lower threshold for clicks: over-segmentation). A box with
-    clicks is therefore read as its clicks."""
+    """Second self-attention: output tokens attend to the clicks and corners, averaging the signed codes
+    into READ and the corner labels into HASBOX."""
     _zero(sa.q_proj, sa.k_proj, sa.v_proj, sa.out_proj)
     sa.q_proj.weight[0, LABEL["output"]] = 2.6
-    for name in ("positive", "negative"):
+    for name in ("positive", "negative", "corner1", "corner2"):
         sa.k_proj.weight[0, LABEL[name]] = 2.6
-    for name in ("corner1", "corner2"):
-        sa.k_proj.weight[0, LABEL[name]] = 2.6 * 8 / 14
     for r, (s, rd) in enumerate(zip(SIGNED, READ)):
         sa.v_proj.weight[r, s] = 1.0
         sa.out_proj.weight[rd, r] = 1.0
