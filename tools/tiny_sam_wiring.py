@@ -16,10 +16,9 @@ into "the content to look for, and where" is set by hand and kept fixed while th
    low-frequency position code, into its state.
 3. **Gather.** The first token->image attention makes every point fetch the image embedding's first
    ``CODE`` channels at its position (the channels the instance loss shapes).
-4. **Sign and corners.** The first MLP writes +code for positive clicks, -code for negative ones and 0
-   for anything else (four ReLUs per channel, gated by the label); for box corners it writes their
+4. **Sign and corners.** The first MLP writes +code for positive clicks, -2 x code for negative ones
+   and 0 for anything else (four ReLUs per channel, gated by the label); for box corners it writes their
    low-frequency position code, negated for the bottom-right corner.
-   A negative click's code is doubled (see 6).
 5. **Inside the box.** The image->token attentions (layer 1: x, layer 2: y) give every image token
    ``0`` inside the box and ``-1`` outside: the logit to corner k is ``-G sin(phase(token) -
    phase(corner))`` (sign flipped for the second corner), against the other tokens at logit 0.
@@ -29,14 +28,15 @@ into "the content to look for, and where" is set by hand and kept fixed while th
    averages the image code over the tokens inside the box into ``BOX``.
 7. **Read out.** The upscaling convolutions pass the image code through, and a constant channel that
    grows outside the box; the hypernetworks start as ``alpha * centred(READ + BOX if there is a box) .
-   pixel code - beta * constant``.
+   pixel code - beta * constant``, with a unit that is on only for a box (a bias of its own, trained).
 
 Layer norms would rescale every token by its own statistics: constant ``BALLAST`` channels (+-30) in the
 tokens and in the image embedding dominate them, so they act as a fixed scale, and a ``MIRROR`` channel
 keeps every token's channel sum constant, so their mean shift is the same for all tokens.
 
 What trains: the encoder, the second token->image attention and MLP (writing only into free positional
-channels of the tokens), the upscaling, the hypernetworks and the IoU head.
+channels of the tokens), the upscaling, the hypernetworks and the IoU head -- none of them reading the
+token channels whose values depend on how much of the image was decoded (``CONTEXT``).
 """
 
 from __future__ import annotations
