@@ -54,7 +54,8 @@ LOW = 0.2  # cycles per unit of SAM's [-1, 1] coordinate: phase range 0.8 pi ove
 LOW_X, LOW_Y = 12, 13  # frequency slots (sin channel = slot, cos channel = slot + 24)
 GATHER_SLOTS = list(range(14, 24))  # the designed click-finding frequencies
 GATHER_POS = GATHER_SLOTS + [s + HALF for s in GATHER_SLOTS]
-POS = list(range(12, 24)) + list(range(36, 48))  # every channel with a non-zero frequency
+SLOTS = [LOW_X, LOW_Y, *GATHER_SLOTS]  # the non-zero frequencies; the others' sin is 0 and cos 1
+POS = SLOTS + [s + HALF for s in SLOTS]  # every channel with a non-zero frequency
 # tokens
 CODE = list(range(0, 5))  # gathered at a point; the image's CODE channels
 SIGNED = list(range(5, 10))  # +code (positive click), -code (negative click), 0 otherwise
@@ -174,7 +175,7 @@ def _wire_embeddings(model) -> None:
     pe.mask_embed.conv3.bias[IMAGE_RESERVED + CODE] = 0.0
     # A zero frequency's cos channel is 1: cancel it in the embeddings that are added to a point's code
     # (the pad point's embedding replaces the code instead).
-    cos_of_zero = [s + HALF for s in range(HALF) if s not in (LOW_X, LOW_Y, *GATHER_SLOTS)]
+    cos_of_zero = [s + HALF for s in range(HALF) if s not in SLOTS]
     for i, name in ((1, "positive"), (0, "negative"), (2, "corner1"), (3, "corner2")):
         v = _one_hot(name)
         v[cos_of_zero] -= 1.0
@@ -430,13 +431,17 @@ def wired_entries(model) -> dict[str, torch.Tensor]:
             if n.startswith(prefix):
                 masks[n] = torch.ones_like(p, dtype=torch.bool)
 
-    def rows(name: str, idx: list[int], cols: list[int] | None = None) -> None:
-        m = masks.get(name, torch.zeros_like(params[name], dtype=torch.bool))
-        if cols is None:
-            m[idx] = True
-        else:
+    def mark(name: str, rows: list[int] | None = None, cols: list[int] | None = None) -> None:
+        m = masks.setdefault(name, torch.zeros_like(params[name], dtype=torch.bool))
+        if rows is not None:
+            m[rows] = True
+        if cols is not None:
             m[:, cols] = True
-        masks[name] = m
+
+    def rows_of(module: str, rows: list[int]) -> None:
+        """The same rows of a module's weight and bias."""
+        mark(f"{module}.weight", rows)
+        mark(f"{module}.bias", rows)
 
     for name in ("point_embed", "not_a_point_embed"):
         full(f"prompt_encoder.{name}.")
@@ -447,40 +452,24 @@ def wired_entries(model) -> dict[str, torch.Tensor]:
     for sub in ("self_attn", "cross_attn_image_to_token"):
         full(f"{t}layers.1.{sub}.")
     full(f"{t}final_attn_token_to_image.")
-    rows("vision_encoder.neck.layer_norm2.weight", IMAGE_RESERVED)
-    rows("vision_encoder.neck.layer_norm2.bias", IMAGE_RESERVED)
+    rows_of("vision_encoder.neck.layer_norm2", IMAGE_RESERVED)
     # the dense prompt must not move the codes the clicks gather
-    rows("prompt_encoder.no_mask_embed.weight", [], IMAGE_RESERVED + CODE)
-    rows("prompt_encoder.mask_embed.conv3.weight", IMAGE_RESERVED + CODE)
-    rows("prompt_encoder.mask_embed.conv3.bias", IMAGE_RESERVED + CODE)
+    mark("prompt_encoder.no_mask_embed.weight", cols=IMAGE_RESERVED + CODE)
+    rows_of("prompt_encoder.mask_embed.conv3", IMAGE_RESERVED + CODE)
     n_wired = len(_mlp_units())
-    rows(f"{t}layers.0.mlp.lin1.weight", list(range(n_wired)))
-    rows(f"{t}layers.0.mlp.lin1.bias", list(range(n_wired)))
-    rows(f"{t}layers.0.mlp.lin2.weight", [], list(range(n_wired)))
-    rows(f"{t}layers.0.mlp.lin2.weight", PROTECTED)  # the free units may write only elsewhere
-    rows(f"{t}layers.0.mlp.lin2.bias", PROTECTED)
-    for name in ("layers.0.layer_norm2", "layers.0.layer_norm3", "layers.1.layer_norm1", "layers.1.layer_norm2"):
-        rows(f"{t}{name}.weight", PROTECTED)
-        rows(f"{t}{name}.bias", PROTECTED)
-    for name in ("layers.1.layer_norm3", "layer_norm_final_attn"):
-        rows(f"{t}{name}.weight", PROTECTED)
-        rows(f"{t}{name}.bias", PROTECTED)
+    rows_of(f"{t}layers.0.mlp.lin1", list(range(n_wired)))
+    mark(f"{t}layers.0.mlp.lin2.weight", cols=list(range(n_wired)))
+    rows_of(f"{t}layers.0.mlp.lin2", PROTECTED)  # the free units may write only elsewhere
+    token_writers = ("layers.1.cross_attn_token_to_image.out_proj", "layers.1.mlp.lin2")
+    token_norms = ("layers.0.layer_norm2", "layers.0.layer_norm3", "layers.1.layer_norm1", "layers.1.layer_norm2")
+    for name in token_writers + token_norms + ("layers.1.layer_norm3", "layer_norm_final_attn"):
+        rows_of(f"{t}{name}", PROTECTED)
     image_keep = [IX, IY, IMAGE_ZERO, *BALLAST]
-    for name, keep in (
-        ("layers.0.layer_norm4", image_keep + [LOW_Y, LOW_Y + HALF]),
-        ("layers.1.layer_norm4", image_keep),
-    ):
-        rows(f"{t}{name}.weight", keep)
-        rows(f"{t}{name}.bias", keep)
-    for name in ("layers.1.cross_attn_token_to_image.out_proj", "layers.1.mlp.lin2"):
-        rows(f"{t}{name}.weight", PROTECTED)
-        rows(f"{t}{name}.bias", PROTECTED)
+    rows_of(f"{t}layers.0.layer_norm4", image_keep + [LOW_Y, LOW_Y + HALF])
+    rows_of(f"{t}layers.1.layer_norm4", image_keep)
     names = {id(p): n for n, p in params.items()}
     for lin, _ in _context_readers(model):
-        name = names[id(lin.weight)]
-        m = masks.get(name, torch.zeros_like(lin.weight, dtype=torch.bool))
-        m[:, CONTEXT] = True  # the wired rows keep theirs (0, or BOX for the hypernetworks' box units)
-        masks[name] = m
+        mark(names[id(lin.weight)], cols=CONTEXT)  # the wired rows keep theirs (0, or BOX for the box units)
     return masks
 
 
