@@ -8,7 +8,10 @@ exact box. Shapes are grouped by their extent in the 1024 frame (crop steps of 5
 fit a crop); a line counts which candidate the IoU head ranks first and which one is truly best; the last
 two lines give, by distance from the click (1024-frame px), the share of the target's pixels the chosen
 click mask covers and the share of other pixels it wrongly covers: a mask that is a disk around the click
-rather than the clicked shape shows as recall falling with distance.
+rather than the clicked shape shows as recall falling with distance. Then where masks spill: the share of
+a click mask's pixels on *other* shapes (the chosen candidate, and the single-mask output), what two
+clicks on neighbouring shapes A and B cover, and the mean cosine between different shapes' mean codes
+(the embedding's first ``CODE`` channels, centred): a direction shared by all shapes makes clicks spill.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic_shapes import interior_point, make_scene, mask_box  # noqa: E402
+from tiny_sam_wiring import CODE  # noqa: E402
 from train_tiny_sam import EVAL_SIZES, INPUT, iou  # noqa: E402
 
 from maskwright import Predictor  # noqa: E402
@@ -43,19 +47,48 @@ def coverage_by_distance(mask: np.ndarray, gt: np.ndarray, click: tuple[float, f
     return out
 
 
+def shape_code_cosines(embedding: np.ndarray, masks: np.ndarray) -> list[float]:
+    """Cosines between the mean centred codes (``CODE`` channels of a (C, 64, 64) embedding) of every pair
+    of shapes, each averaged over the tokens the shape covers by >= 90 %."""
+    import cv2
+
+    h, w = masks.shape[1:]
+    vh, vw = round(h * 64 / max(h, w)), round(w * 64 / max(h, w))
+    code = embedding[CODE, :vh, :vw]
+    code = code - code.mean(0, keepdims=True)
+    means = []
+    for m in masks:
+        inside = cv2.resize(m.astype(np.float32), (vw, vh), interpolation=cv2.INTER_AREA) >= 0.9
+        if inside.any():
+            v = code[:, inside].mean(1)
+            means.append(v / np.linalg.norm(v))
+    return [float(a @ b) for i, a in enumerate(means) for b in means[:i]]
+
+
 def breakdown(model_dir: str, seed: int = 12345, scenes_per_size: int = 4) -> None:
     predictor = Predictor(load_sam_engine(model_dir, decoder="torch"))
     rng = np.random.default_rng(seed)
     extent, chosen, best, box, chosen_k, best_k = [], [], [], [], [], []
     counts = np.zeros((2, 2, len(DISTANCES) - 1), np.int64)
+    spill, spill_single, union, cosines = [], [], [], []
     for h, w in EVAL_SIZES:
         for _ in range(scenes_per_size):
             scene = make_scene(rng, h, w)
             predictor.set_image(scene.image)
+            shapes = scene.masks.any(0)
+            cosines += shape_code_cosines(predictor.get_image_embedding().arrays["image_embeddings"][0], scene.masks)
+            for a, b in zip(scene.masks[:-1], scene.masks[1:]):
+                pts = np.array([interior_point(a), interior_point(b)])
+                m = predictor.predict(pts, np.array([1, 1]), multimask_output=False)[0][0]
+                union.append((m[a].mean(), m[b].mean(), (m & shapes & ~a & ~b).sum() / max(m.sum(), 1)))
             for gt in scene.masks:
                 click = interior_point(gt)
+                single = predictor.predict(np.array([click]), np.array([1]), multimask_output=False)[0][0]
+                spill_single.append((single & shapes & ~gt).sum() / max(single.sum(), 1))
                 masks, scores, _ = predictor.predict(np.array([click]), np.array([1]))
                 ious = [iou(m, gt) for m in masks]
+                pick = masks[int(np.argmax(scores))]
+                spill.append((pick & shapes & ~gt).sum() / max(pick.sum(), 1))
                 counts += coverage_by_distance(masks[int(np.argmax(scores))], gt, click)
                 x0, y0, x1, y1 = mask_box(gt)
                 extent.append(max(x1 - x0, y1 - y0) * INPUT / max(h, w))
@@ -83,6 +116,14 @@ def breakdown(model_dir: str, seed: int = 12345, scenes_per_size: int = 4) -> No
     print(f"  click mask by distance from the click ({rings} px):")
     print(f"    target pixels covered {np.round(share[0], 2).tolist()}")
     print(f"    other pixels covered  {np.round(share[1], 2).tolist()}")
+    union = np.array(union)
+    print(
+        f"  click mask pixels on other shapes: chosen candidate {np.mean(spill):.3f}, single mask "
+        f"{np.mean(spill_single):.3f}; two clicks on A and B: cover A {union[:, 0].mean():.2f}, B "
+        f"{union[:, 1].mean():.2f}, pixels on other shapes {union[:, 2].mean():.2f}, one of the two missed "
+        f"(< 50 %) in {int((union[:, :2].min(1) < 0.5).sum())} of {len(union)} pairs"
+    )
+    print(f"  cosine between different shapes' mean codes: {np.mean(cosines):.2f}")
 
 
 if __name__ == "__main__":
