@@ -28,6 +28,7 @@ from train_tiny_sam import EVAL_SIZES, INPUT, iou  # noqa: E402
 
 from maskwright import Predictor  # noqa: E402
 from maskwright.engines.sam_registry import load_sam_engine  # noqa: E402
+from maskwright.engines.transforms import longest_side_shape  # noqa: E402
 
 EXTENTS = ((0, 256), (256, 384), (384, 512), (512, INPUT + 1))
 DISTANCES = (0, 32, 64, 128, 256, 2 * INPUT)
@@ -52,8 +53,7 @@ def shape_code_cosines(embedding: np.ndarray, masks: np.ndarray) -> list[float]:
     of shapes, each averaged over the tokens the shape covers by >= 90 %."""
     import cv2
 
-    h, w = masks.shape[1:]
-    vh, vw = round(h * 64 / max(h, w)), round(w * 64 / max(h, w))
+    vh, vw = longest_side_shape(*masks.shape[1:], 64)
     code = embedding[CODE, :vh, :vw]
     code = code - code.mean(0, keepdims=True)
     means = []
@@ -63,6 +63,12 @@ def shape_code_cosines(embedding: np.ndarray, masks: np.ndarray) -> list[float]:
             v = code[:, inside].mean(1)
             means.append(v / np.linalg.norm(v))
     return [float(a @ b) for i, a in enumerate(means) for b in means[:i]]
+
+
+def on_other_shapes(mask: np.ndarray, shapes: np.ndarray, *targets: np.ndarray) -> float:
+    """Share of ``mask``'s pixels on ``shapes`` (the union of all shapes) but on none of ``targets``."""
+    other = shapes & ~np.any(targets, axis=0)
+    return float((mask & other).sum() / max(mask.sum(), 1))
 
 
 def breakdown(model_dir: str, seed: int = 12345, scenes_per_size: int = 4) -> None:
@@ -80,16 +86,16 @@ def breakdown(model_dir: str, seed: int = 12345, scenes_per_size: int = 4) -> No
             for a, b in zip(scene.masks[:-1], scene.masks[1:]):
                 pts = np.array([interior_point(a), interior_point(b)])
                 m = predictor.predict(pts, np.array([1, 1]), multimask_output=False)[0][0]
-                union.append((m[a].mean(), m[b].mean(), (m & shapes & ~a & ~b).sum() / max(m.sum(), 1)))
+                union.append((m[a].mean(), m[b].mean(), on_other_shapes(m, shapes, a, b)))
             for gt in scene.masks:
                 click = interior_point(gt)
                 single = predictor.predict(np.array([click]), np.array([1]), multimask_output=False)[0][0]
-                spill_single.append((single & shapes & ~gt).sum() / max(single.sum(), 1))
+                spill_single.append(on_other_shapes(single, shapes, gt))
                 masks, scores, _ = predictor.predict(np.array([click]), np.array([1]))
                 ious = [iou(m, gt) for m in masks]
                 pick = masks[int(np.argmax(scores))]
-                spill.append((pick & shapes & ~gt).sum() / max(pick.sum(), 1))
-                counts += coverage_by_distance(masks[int(np.argmax(scores))], gt, click)
+                spill.append(on_other_shapes(pick, shapes, gt))
+                counts += coverage_by_distance(pick, gt, click)
                 x0, y0, x1, y1 = mask_box(gt)
                 extent.append(max(x1 - x0, y1 - y0) * INPUT / max(h, w))
                 chosen_k.append(int(np.argmax(scores)))
