@@ -358,8 +358,8 @@ class _Capture:
         self.value = output.detach().clone()
 
 
-def _token_states(model, module, points=None, labels=None, box=None, emb=None) -> torch.Tensor:
-    """(tokens, C) output of ``module`` for one prompt on ``emb`` (default: an all-zero image embedding)."""
+def _token_states(model, module, points=None, labels=None, box=None) -> torch.Tensor:
+    """(tokens, C) output of ``module`` for one prompt on an all-zero image embedding."""
     cap = _Capture(module)
     try:
         sparse, dense = model.prompt_encoder(
@@ -368,9 +368,8 @@ def _token_states(model, module, points=None, labels=None, box=None, emb=None) -
             input_boxes=None if box is None else torch.tensor([[box]], dtype=torch.float32),
             input_masks=None,
         )
-        if emb is None:
-            emb = torch.zeros(1, WIDTH, 64, 64)
-            emb[:, BALLAST[0]], emb[:, BALLAST[1]] = B, -B
+        emb = torch.zeros(1, WIDTH, 64, 64)
+        emb[:, BALLAST[0]], emb[:, BALLAST[1]] = B, -B
         model.mask_decoder(emb, model.get_image_wide_positional_embeddings(), sparse, dense, multimask_output=True)
     finally:
         cap.handle.remove()

@@ -664,7 +664,8 @@ def write_readme(out: Path, args, steps: int, seconds: float, metrics: dict) -> 
         "A `transformers.SamModel` with SAM's geometry (1024x1024 input, 16 px patches, 64x64 image embedding,",
         f"256x256 low-res logits) and tiny widths: ViT hidden {args.vit_hidden}, {args.vit_layers} windowed layers "
         f"(window {args.window},",
-        f"no global attention), {args.width} output channels, mask decoder width {args.width} with 2 two-way layers "
+        f"no global attention), {args.width} output channels, mask decoder width {args.width} with "
+        f"{args.decoder_layers} two-way layers "
         f"({args.decoder_heads} head{'s' if args.decoder_heads != 1 else ''}, cross-attention downsampled "
         f"{args.attn_downsample}x).",
         f"{n_params:,} parameters, `model.safetensors` {size / 1e6:.2f} MB (float32).",
