@@ -99,6 +99,38 @@ def test_a_box_selects_the_content_inside_it(wired):
         assert logits[target].min() > logits[outside].max() + 0.5
 
 
+def refined_code(wired, points, labels, scale: float) -> np.ndarray:
+    """The mask token's REFINED channels after layer 2's token->image attention, with the codes scaled to
+    ``scale`` (the trained encoder's codes have a centred norm of about 5)."""
+    model, emb = wired
+    emb = emb.clone()
+    emb[0, wiring.CODE] *= scale / 2
+    cap = wiring._Capture(model.mask_decoder.transformer.layers[1].layer_norm2)
+    try:
+        decode((model, emb), points, labels)
+    finally:
+        cap.handle.remove()
+    return cap.value[0, 0, 1, wiring.REFINED].numpy()
+
+
+def test_the_clicks_code_is_refined_to_the_shapes_code(wired):
+    """Layer 2 gathers the code of the whole region the clicks point to (A; A and B; A and not B)."""
+    _, emb = wired
+    codes = np.stack([emb[0, wiring.CODE][:, region_of_token == r].mean(1).numpy() for r in range(4)])
+    codes = (codes - codes.mean(1, keepdims=True)) * 5 / 2
+
+    def weights(refined):  # least squares on the 4 region codes (rank k - 1 = 4)
+        return np.linalg.lstsq(codes.T, refined, rcond=None)[0]
+
+    disc, rect = [20 * 16 + 8, 40 * 16 + 8], [45 * 16 + 8, 20 * 16 + 8]  # regions 2 and 3
+    w = weights(refined_code(wired, [disc], [1], scale=5))
+    assert w[2] > 0.8 and abs(w[[0, 1, 3]]).max() < 0.15, w
+    w = weights(refined_code(wired, [disc, rect], [1, 1], scale=5))
+    assert min(w[2], w[3]) > 0.25 and w[2] + w[3] > 0.85 and abs(w[[0, 1]]).max() < 0.15, w
+    w = weights(refined_code(wired, [disc, rect, rect], [1, 1, 0], scale=5))
+    assert w[2] > 0.6 and w[3] < 0.05, w
+
+
 def test_image_tokens_know_the_box_exactly(wired):
     """IX / IY after the two image->token attentions: ~0 inside the box's range, ~-1 outside, with the
     edge between the right tokens (a shift of a token would fail this)."""

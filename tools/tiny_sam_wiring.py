@@ -68,7 +68,8 @@ KX, KY = [24, 25], [26, 27]  # box corners (in READ's channels, which corners do
 ZERO = 28  # READ's last channel: 0 before every layer norm up to the edges, the reference for KX / KY
 BALLAST = (29, 30)  # +B, -B in every token
 LABEL = {"positive": 31, "negative": 32, "pad": 33, "corner1": 34, "corner2": 10, "output": 35}
-PROTECTED = sorted(set(range(0, 12)) | set(range(24, 36)) | set(LOW_COPY) | {HASBOX, *BOX})
+REFINED = list(range(38, 43))  # mask tokens: mean image code where the clicks' code matches (free POS channels)
+PROTECTED = sorted(set(range(0, 12)) | set(range(24, 36)) | set(LOW_COPY) | {HASBOX, *BOX, *REFINED})
 # What an output token's state holds in these channels depends on the whole image it was decoded with (its
 # uniform layer-1 gather of CODE, the box gather without a box, and MIRROR): a 512 px training crop gives
 # other values than the full frame. Trained readers of the token states must not read them.
@@ -87,6 +88,10 @@ EDGE_GAIN = 200.0  # box-edge attention logit per unit of sin(phase difference):
 BOX_GAIN = 12.0  # box-gather attention logit per unit of IX + IY
 NEGATIVE = 2.0  # a negative click's code counts twice: [A, B, -B] -> (A - B) / 3, B below zero
 OUTSIDE_GAIN = 10.0  # upscaling: weight of IX + IY in the constant channel's path
+REFINE_GAIN = 0.5  # content attention logit per unit of centred(READ) . centred(code) (start; it trains)
+REFINE_M = 12.0  # the refined units' box gate: larger than any refined code entry
+REFINED_UNITS = list(range(4 * len(CODE) + 1, 6 * len(CODE) + 1))  # hypernetwork units reading REFINED
+HYPER_WIRED = 6 * len(CODE) + 1  # the hypernetworks' wired units; the others train freely
 
 
 def designed_frequencies() -> torch.Tensor:
@@ -147,8 +152,8 @@ def wire_prompt_path(model) -> None:
         _token_ln(t.layer_norm_final_attn)
         _image_ln(l0.layer_norm4, [LOW_Y, LOW_Y + HALF])  # keep the y code of the keys exact for layer 2
         _image_ln(l1.layer_norm4, [])
-        # trainable token paths start silent
-        _zero(l1.cross_attn_token_to_image.out_proj, l1.mlp.lin2)
+        _wire_refine(l1.cross_attn_token_to_image)
+        _zero(l1.mlp.lin2)  # a trainable token path: starts silent
         _wire_readout(dec)
         _calibrate(model)
         for lin, first_free in _context_readers(model):
@@ -292,6 +297,24 @@ def _wire_collect(sa) -> None:
     sa.out_proj.weight[MIRROR, r] = -1.0
 
 
+def _wire_refine(ca) -> None:
+    """Token->image attention of layer 2: the mask tokens look for the image tokens whose code matches the
+    clicks' mean code (logit REFINE_GAIN * centred(READ) . centred(code)) and average their centred code
+    into REFINED -- one mean-shift step from the code under the click to the code of the whole shape it
+    lies on (for A and B: of both; A and not B: of A). The query trains (the gain, the metric); keys,
+    values and the output stay. Without clicks READ is 0 and the attention uniform: the readout gates
+    REFINED off for box prompts."""
+    k = len(CODE)
+    centre = torch.eye(k) - 1.0 / k
+    gain = math.sqrt(REFINE_GAIN / ca.scaling)
+    _zero(ca.q_proj, ca.k_proj, ca.v_proj, ca.out_proj)
+    ca.q_proj.weight[:k, READ] = gain * centre
+    ca.k_proj.weight[:k, CODE] = gain * centre
+    ca.v_proj.weight[:k, CODE] = centre  # centred: sums to 0, so no MIRROR term
+    for r, c in enumerate(REFINED):
+        ca.out_proj.weight[c, r] = 1.0
+
+
 def _wire_box_gather(fa) -> None:
     """Final token->image attention: output tokens average the image code over the tokens inside the box
     (logit BOX_GAIN * (IX + IY)) into BOX."""
@@ -329,21 +352,24 @@ def _wire_readout(dec, alpha: float = 2.0, beta: float = 1.0) -> None:
     dec.upscale_conv2.bias[k] = 2.5 + 3.0 * float(F.gelu(torch.tensor(2.5)))  # inside: GELU(2.5), as before
     centre = torch.eye(k) - 1.0 / k
     for mlp in dec.output_hypernetworks_mlps:
-        # units: relu(READ), relu(-READ), relu(+-BOX + gate), relu(gate + M) (box indicator)
+        # units: relu(+-READ) [0, 2k), relu(+-BOX + gate) [2k, 4k), relu(gate + M) 4k (box indicator),
+        # relu(+-REFINED + gate) [4k + 1, 6k + 1) (open without a box)
         w_in = torch.zeros_like(mlp.proj_in.weight)
-        for i, (r, b) in enumerate(zip(READ, BOX)):
+        for i, (r, b, f) in enumerate(zip(READ, BOX, REFINED)):
             w_in[i, r], w_in[k + i, r] = 1.0, -1.0
             w_in[2 * k + i, b], w_in[3 * k + i, b] = 1.0, -1.0
             w_in[2 * k + i, HASBOX] = w_in[3 * k + i, HASBOX] = 1.0  # scaled by _calibrate
+            w_in[4 * k + 1 + i, f], w_in[5 * k + 1 + i, f] = 1.0, -1.0  # gated by _calibrate
         mlp.proj_in.weight.copy_(w_in)
         mlp.proj_in.bias.zero_()
         for layer in mlp.layers:
             layer.weight.copy_(torch.eye(layer.weight.shape[0]))
             layer.bias.zero_()
         w_out = torch.zeros_like(mlp.proj_out.weight)
-        for j in range(2):
-            w_out[:k, 2 * j * k : (2 * j + 1) * k] = alpha * centre
-            w_out[:k, (2 * j + 1) * k : (2 * j + 2) * k] = -alpha * centre
+        # a click's READ and REFINED each count half of a box's code (both are about the clicked code)
+        for start, scale in ((0, alpha / 2), (2 * k, alpha), (4 * k + 1, alpha / 2)):
+            w_out[:k, start : start + k] = scale * centre
+            w_out[:k, start + k : start + 2 * k] = -scale * centre
         mlp.proj_out.weight.copy_(w_out)
         mlp.proj_out.bias.zero_()
         mlp.proj_out.bias[k] = -beta
@@ -376,9 +402,9 @@ def _token_states(model, module, points=None, labels=None, box=None) -> torch.Te
     return cap.value[0, 0]
 
 
-def _set_gate(lin: nn.Linear, units: list[int], channel: int, hi: float, lo: float) -> None:
-    """Gate units on ``channel``: offset 0 at the value ``hi`` (open), <= -M at ``lo`` and below."""
-    scale = M / (hi - lo)
+def _set_gate(lin: nn.Linear, units: list[int], channel: int, hi: float, lo: float, m: float = M) -> None:
+    """Gate units on ``channel``: offset 0 at the value ``hi`` (open), <= -m at ``lo`` and beyond."""
+    scale = m / (hi - lo)
     for u in units:
         lin.weight[u, channel] = scale
         lin.bias[u] = -scale * hi
@@ -404,6 +430,7 @@ def _calibrate(model) -> None:
     k = len(CODE)
     for hyper in model.mask_decoder.output_hypernetworks_mlps:
         _set_gate(hyper.proj_in, [*range(2 * k, 4 * k), 4 * k], HASBOX, with_box, without)
+        _set_gate(hyper.proj_in, REFINED_UNITS, HASBOX, without, with_box, REFINE_M)
         # unit 4k: M with a box, 0 without -- a bias of its own for box prompts, whose mean code also holds
         # some background (trained; starts at 0 in proj_out)
         hyper.proj_in.bias[4 * k] += M
@@ -415,7 +442,7 @@ def _context_readers(model) -> list[tuple[nn.Linear, int]]:
     t = dec.transformer
     readers = [(t.layers[0].mlp.lin1, len(_mlp_units())), (t.layers[1].mlp.lin1, 0)]
     readers += [(t.layers[1].cross_attn_token_to_image.q_proj, 0), (dec.iou_prediction_head.proj_in, 0)]
-    readers += [(h.proj_in, 4 * len(CODE) + 1) for h in dec.output_hypernetworks_mlps]
+    readers += [(h.proj_in, HYPER_WIRED) for h in dec.output_hypernetworks_mlps]
     return readers
 
 
@@ -459,13 +486,23 @@ def wired_entries(model) -> dict[str, torch.Tensor]:
     rows_of(f"{t}layers.0.mlp.lin1", list(range(n_wired)))
     mark(f"{t}layers.0.mlp.lin2.weight", cols=list(range(n_wired)))
     rows_of(f"{t}layers.0.mlp.lin2", PROTECTED)  # the free units may write only elsewhere
-    token_writers = ("layers.1.cross_attn_token_to_image.out_proj", "layers.1.mlp.lin2")
+    refine = f"{t}layers.1.cross_attn_token_to_image"
+    for sub in ("k_proj", "v_proj", "out_proj"):  # the refinement; its query trains, from READ alone
+        full(f"{refine}.{sub}.")  # (a query from anything else would look for the same code in every prompt)
+    mark(f"{refine}.q_proj.weight", cols=[c for c in range(WIDTH) if c not in READ])
+    mark(f"{refine}.q_proj.bias", list(range(params[f"{refine}.q_proj.bias"].shape[0])))
+    token_writers = ("layers.1.mlp.lin2",)
     token_norms = ("layers.0.layer_norm2", "layers.0.layer_norm3", "layers.1.layer_norm1", "layers.1.layer_norm2")
     for name in token_writers + token_norms + ("layers.1.layer_norm3", "layer_norm_final_attn"):
         rows_of(f"{t}{name}", PROTECTED)
     image_keep = [IX, IY, IMAGE_ZERO, *BALLAST]
     rows_of(f"{t}layers.0.layer_norm4", image_keep + [LOW_Y, LOW_Y + HALF])
     rows_of(f"{t}layers.1.layer_norm4", image_keep)
+    for j in range(len(model.mask_decoder.output_hypernetworks_mlps)):
+        hyper = f"mask_decoder.output_hypernetworks_mlps.{j}.proj_in"
+        mark(f"{hyper}.bias", REFINED_UNITS)  # the refined units' box gate stays shut for boxes
+        mark(f"{hyper}.weight")
+        masks[f"{hyper}.weight"][REFINED_UNITS, HASBOX] = True
     names = {id(p): n for n, p in params.items()}
     for lin, _ in _context_readers(model):
         mark(names[id(lin.weight)], cols=CONTEXT)  # the wired rows keep theirs (0, or BOX for the box units)
