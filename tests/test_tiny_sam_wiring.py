@@ -29,13 +29,13 @@ region_of_token[(abs(xx - 45) < 6) & (abs(yy - 20) < 9)] = 3
 
 @pytest.fixture(scope="module")
 def wired():
-    model = trainer.new_model(0, width=48, vit_hidden=16, heads=1).eval()
+    model = trainer.new_model(0, width=wiring.WIDTH, vit_hidden=16, heads=1).eval()
     wiring.wire_prompt_path(model)
     torch.manual_seed(1)
     # four orthogonal codes with zero mean (the readout compares centred codes)
-    basis = torch.linalg.qr(torch.cat([torch.ones(5, 1), torch.randn(5, 4)], 1))[0][:, 1:]
+    basis = torch.linalg.qr(torch.cat([torch.ones(wiring.K, 1), torch.randn(wiring.K, 4)], 1))[0][:, 1:]
     codes = basis.T * 2
-    emb = torch.randn(1, 48, 64, 64) * 0.5  # the encoder's other channels: noise
+    emb = torch.randn(1, wiring.WIDTH, 64, 64) * 0.5  # the encoder's other channels: noise
     emb[:, wiring.IMAGE_RESERVED] = 0.0  # what the wired neck gives
     emb[:, wiring.BALLAST[0]], emb[:, wiring.BALLAST[1]] = wiring.B, -wiring.B
     emb[0, wiring.CODE] = codes[torch.from_numpy(region_of_token)].permute(2, 0, 1)
@@ -148,7 +148,7 @@ def test_image_tokens_know_the_box_exactly(wired):
 
 
 def test_training_keeps_the_wiring():
-    model = trainer.new_model(0, width=48, vit_hidden=16, heads=1)
+    model = trainer.new_model(0, width=wiring.WIDTH, vit_hidden=16, heads=1)
     wiring.wire_prompt_path(model)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     partial = wiring.fix_wiring(model)
@@ -171,4 +171,4 @@ def test_training_keeps_the_wiring():
         moved += int((p.detach() != before[name]).any())
     assert partial and moved > 0  # partly wired parameters still train outside their wired entries
     with pytest.raises(ValueError, match="1 attention head"):
-        wiring.wire_prompt_path(trainer.new_model(0, width=48, vit_hidden=16))
+        wiring.wire_prompt_path(trainer.new_model(0, width=wiring.WIDTH, vit_hidden=16))

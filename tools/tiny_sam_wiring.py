@@ -48,36 +48,41 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-WIDTH = 48  # decoder width the layout is made for (= image-embedding channels)
+WIDTH = 64  # decoder width the layout is made for (= image-embedding channels)
+K = WIDTH // 8 - 1  # code channels: the upscaled pixel features are WIDTH // 8, one of them a constant
 HALF = WIDTH // 2
 LOW = 0.2  # cycles per unit of SAM's [-1, 1] coordinate: phase range 0.8 pi over the frame (monotonic sin)
-LOW_X, LOW_Y = 12, 13  # frequency slots (sin channel = slot, cos channel = slot + 24)
+LOW_X, LOW_Y = 12, 13  # frequency slots (sin channel = slot, cos channel = slot + HALF)
 GATHER_SLOTS = list(range(14, 24))  # the designed click-finding frequencies
 GATHER_POS = GATHER_SLOTS + [s + HALF for s in GATHER_SLOTS]
 SLOTS = [LOW_X, LOW_Y, *GATHER_SLOTS]  # the non-zero frequencies; the others' sin is 0 and cos 1
 POS = SLOTS + [s + HALF for s in SLOTS]  # every channel with a non-zero frequency
-# tokens
-CODE = list(range(0, 5))  # gathered at a point; the image's CODE channels
-SIGNED = list(range(5, 10))  # +code (positive click), -code (negative click), 0 otherwise
-MIRROR = 11  # minus the sum of the wired channels that vary, so every token's channel sum is constant
 LOW_COPY = [LOW_X, LOW_Y, LOW_X + HALF, LOW_Y + HALF]  # a token's own low-frequency position code
-HASBOX = 14  # mask tokens: 1 if the prompt has a box
-BOX = list(range(15, 20))  # mask tokens: mean image code inside the box
-READ = list(range(24, 29))  # mask tokens: mean signed code of the clicks
-KX, KY = [24, 25], [26, 27]  # box corners (in READ's channels, which corners do not use): edge keys
-ZERO = 28  # READ's last channel: 0 before every layer norm up to the edges, the reference for KX / KY
-BALLAST = (29, 30)  # +B, -B in every token
-LABEL = {"positive": 31, "negative": 32, "pad": 33, "corner1": 34, "corner2": 10, "output": 35}
-REFINED = list(range(38, 43))  # mask tokens: mean image code where the clicks' code matches (free POS channels)
-PROTECTED = sorted(set(range(0, 12)) | set(range(24, 36)) | set(LOW_COPY) | {HASBOX, *BOX, *REFINED})
+# tokens: channels with no positional code (a prompt token's own) ...
+_FREE = [c for c in range(WIDTH) if c not in POS]
+CODE = _FREE[:K]  # gathered at a point; the image's CODE channels
+SIGNED = _FREE[K : 2 * K]  # +code (positive click), -code (negative click), 0 otherwise
+MIRROR = _FREE[2 * K]  # minus the sum of the wired channels that vary, so every token's channel sum is constant
+LABEL = dict(zip(("positive", "negative", "pad", "corner1", "corner2", "output"), _FREE[2 * K + 1 : 2 * K + 7]))
+BALLAST = (_FREE[2 * K + 7], _FREE[2 * K + 8])  # +B, -B in every token
+READ = _FREE[2 * K + 9 : 3 * K + 9]  # mask tokens: mean signed code of the clicks
+KX, KY = READ[0:2], READ[2:4]  # box corners (in READ's channels, which corners do not use): edge keys
+ZERO = READ[-1]  # 0 in the corners before every layer norm up to the edges, the reference for KX / KY
+# ... and positional channels that only the output tokens (which have no position) use
+_OUT = [c for c in POS if c not in LOW_COPY]
+HASBOX = _OUT[0]  # mask tokens: 1 if the prompt has a box
+BOX = _OUT[1 : K + 1]  # mask tokens: mean image code inside the box
+REFINED = _OUT[K + 1 : 2 * K + 1]  # mask tokens: mean image code where the clicks' code matches
+PROTECTED = sorted({*CODE, *SIGNED, MIRROR, *LABEL.values(), *BALLAST, *READ, *LOW_COPY, HASBOX, *BOX, *REFINED})
 # What an output token's state holds in these channels depends on the whole image it was decoded with (its
 # uniform layer-1 gather of CODE, the box gather without a box, and MIRROR): a 512 px training crop gives
 # other values than the full frame. Trained readers of the token states must not read them.
 CONTEXT = CODE + [MIRROR] + BOX
 # image embedding
-IX, IY = 10, 11  # 0 inside the box's x (y) range, -1 outside
-IMAGE_ZERO = 28  # always 0 before the layer norms: the reference for IX / IY after them
+IX, IY = SIGNED[0], SIGNED[1]  # 0 inside the box's x (y) range, -1 outside (image channels)
+IMAGE_ZERO = ZERO  # always 0 before the layer norms: the reference for IX / IY after them
 IMAGE_RESERVED = POS + [IX, IY, IMAGE_ZERO, *BALLAST]  # not the encoder's: zero, or constant (ballast)
+assert len(READ) == K and len(REFINED) == K and len(set(PROTECTED)) == len(PROTECTED)
 
 B = 30.0  # ballast
 SIGMA = B / math.sqrt(HALF)  # a layer norm's standard deviation with the ballast dominating
@@ -95,7 +100,7 @@ HYPER_WIRED = 6 * len(CODE) + 1  # the hypernetworks' wired units; the others tr
 
 
 def designed_frequencies() -> torch.Tensor:
-    """(2, 24) Fourier frequencies: slots LOW_X / LOW_Y low along x / y, GATHER_SLOTS geometric
+    """(2, HALF) Fourier frequencies: slots LOW_X / LOW_Y low along x / y, GATHER_SLOTS geometric
     magnitudes 1.2..8 (8 = a period of 4 tokens) in golden-angle directions, the rest zero."""
     freqs = torch.zeros(2, HALF)
     freqs[0, LOW_X] = LOW
@@ -129,12 +134,12 @@ def _image_ln(ln: nn.LayerNorm, zero: list[int]) -> None:
 
 
 def wire_prompt_path(model) -> None:
-    """Set the prompt path of this module in ``model`` (a fresh tiny SamModel with decoder width 48,
+    """Set the prompt path of this module in ``model`` (a fresh tiny SamModel with decoder width WIDTH,
     1 attention head, 2 two-way layers). Call :func:`fix_wiring` before training."""
     dec = model.mask_decoder
     t = dec.transformer
     if dec.iou_token.weight.shape[1] != WIDTH or len(t.layers) != 2 or t.layers[0].self_attn.num_attention_heads != 1:
-        raise ValueError("the wired prompt path needs decoder width 48, 2 two-way layers and 1 attention head")
+        raise ValueError(f"the wired prompt path needs decoder width {WIDTH}, 2 two-way layers and 1 attention head")
     if model.config.vision_config.num_pos_feats != HALF:
         raise ValueError(f"num_pos_feats must be {HALF}")
     with torch.no_grad():
