@@ -48,8 +48,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-WIDTH = 64  # decoder width the layout is made for (= image-embedding channels)
-K = WIDTH // 8 - 1  # code channels: the upscaled pixel features are WIDTH // 8, one of them a constant
+WIDTH = 72  # decoder width the layout is made for (= image-embedding channels)
+REFINE = True  # layer 2 refines the clicks' code by content (REFINED)
+CLICK_MATCH = True  # layer 1's image->token attention marks every image token like a click (MATCH)
+# code channels: the upscaled pixel features are WIDTH // 8: the codes, MATCH and a constant
+K = WIDTH // 8 - 1 - int(CLICK_MATCH)
 HALF = WIDTH // 2
 LOW = 0.2  # cycles per unit of SAM's [-1, 1] coordinate: phase range 0.8 pi over the frame (monotonic sin)
 LOW_X, LOW_Y = 12, 13  # frequency slots (sin channel = slot, cos channel = slot + HALF)
@@ -66,6 +69,7 @@ MIRROR = _FREE[2 * K]  # minus the sum of the wired channels that vary, so every
 LABEL = dict(zip(("positive", "negative", "pad", "corner1", "corner2", "output"), _FREE[2 * K + 1 : 2 * K + 7]))
 BALLAST = (_FREE[2 * K + 7], _FREE[2 * K + 8])  # +B, -B in every token
 READ = _FREE[2 * K + 9 : 3 * K + 9]  # mask tokens: mean signed code of the clicks
+CLICKCODE = _FREE[3 * K + 9 : 4 * K + 9] if CLICK_MATCH else []  # clicks (either sign): their code
 KX, KY = READ[0:2], READ[2:4]  # box corners (in READ's channels, which corners do not use): edge keys
 ZERO = READ[-1]  # 0 in the corners before every layer norm up to the edges, the reference for KX / KY
 # ... and positional channels that only the output tokens (which have no position) use
@@ -73,15 +77,18 @@ _OUT = [c for c in POS if c not in LOW_COPY]
 HASBOX = _OUT[0]  # mask tokens: 1 if the prompt has a box
 BOX = _OUT[1 : K + 1]  # mask tokens: mean image code inside the box
 REFINED = _OUT[K + 1 : 2 * K + 1]  # mask tokens: mean image code where the clicks' code matches
-PROTECTED = sorted({*CODE, *SIGNED, MIRROR, *LABEL.values(), *BALLAST, *READ, *LOW_COPY, HASBOX, *BOX, *REFINED})
+PROTECTED = sorted(
+    {*CODE, *SIGNED, MIRROR, *LABEL.values(), *BALLAST, *READ, *CLICKCODE, *LOW_COPY, HASBOX, *BOX, *REFINED}
+)
 # What an output token's state holds in these channels depends on the whole image it was decoded with (its
 # uniform layer-1 gather of CODE, the box gather without a box, and MIRROR): a 512 px training crop gives
 # other values than the full frame. Trained readers of the token states must not read them.
 CONTEXT = CODE + [MIRROR] + BOX
 # image embedding
 IX, IY = SIGNED[0], SIGNED[1]  # 0 inside the box's x (y) range, -1 outside (image channels)
-IMAGE_ZERO = ZERO  # always 0 before the layer norms: the reference for IX / IY after them
-IMAGE_RESERVED = POS + [IX, IY, IMAGE_ZERO, *BALLAST]  # not the encoder's: zero, or constant (ballast)
+MATCH = SIGNED[2]  # image: ~+1 where the code matches a positive click best, < 0 a negative one, else 0
+IMAGE_ZERO = ZERO  # always 0 before the layer norms: the reference for IX / IY / MATCH after them
+IMAGE_RESERVED = POS + [IX, IY, IMAGE_ZERO, *BALLAST] + ([MATCH] if CLICK_MATCH else [])  # not the encoder's
 assert len(READ) == K and len(REFINED) == K and len(set(PROTECTED)) == len(PROTECTED)
 
 B = 30.0  # ballast
@@ -95,6 +102,10 @@ NEGATIVE = 2.0  # a negative click's code counts twice: [A, B, -B] -> (A - B) / 
 OUTSIDE_GAIN = 10.0  # upscaling: weight of IX + IY in the constant channel's path
 REFINE_GAIN = 0.5  # content attention logit per unit of centred(READ) . centred(code) (start; it trains)
 REFINE_M = 12.0  # the refined units' box gate: larger than any refined code entry
+MATCH_GAIN = 0.5  # image->click attention logit per unit of centred(code) . centred(click code)
+MATCH_OFFSET = 8.0  # ... minus this: a pixel matches a click only when clearly alike (vs logit 0 elsewhere)
+MATCH_NEGATIVE = 2.0  # a negative click's value (a positive one's: 1): on a click's own shape, negative wins
+MATCH_WEIGHT = 2.0  # the readout's start weight of MATCH
 REFINED_UNITS = list(range(4 * len(CODE) + 1, 6 * len(CODE) + 1))  # hypernetwork units reading REFINED
 HYPER_WIRED = 6 * len(CODE) + 1  # the hypernetworks' wired units; the others train freely
 
@@ -149,6 +160,8 @@ def wire_prompt_path(model) -> None:
         _wire_gather(l0.cross_attn_token_to_image)
         _wire_mlp(l0.mlp)
         _wire_edges(l0.cross_attn_image_to_token, LOW_X, KX, IX)
+        if CLICK_MATCH:
+            _wire_match(l0.cross_attn_image_to_token)
         _wire_edges(l1.cross_attn_image_to_token, LOW_Y, KY, IY)
         _wire_collect(l1.self_attn)
         _wire_box_gather(t.final_attn_token_to_image)
@@ -157,7 +170,10 @@ def wire_prompt_path(model) -> None:
         _token_ln(t.layer_norm_final_attn)
         _image_ln(l0.layer_norm4, [LOW_Y, LOW_Y + HALF])  # keep the y code of the keys exact for layer 2
         _image_ln(l1.layer_norm4, [])
-        _wire_refine(l1.cross_attn_token_to_image)
+        if REFINE:
+            _wire_refine(l1.cross_attn_token_to_image)
+        else:
+            _zero(l1.cross_attn_token_to_image.out_proj)  # a trainable token path: starts silent
         _zero(l1.mlp.lin2)  # a trainable token path: starts silent
         _wire_readout(dec)
         _calibrate(model)
@@ -250,6 +266,9 @@ def _mlp_units() -> list[tuple[str, int, float, int, float]]:
     for code, signed in zip(CODE, SIGNED):
         units += [("positive", code, 1.0, signed, 1.0), ("positive", code, -1.0, signed, -1.0)]
         units += [("negative", code, 1.0, signed, -NEGATIVE), ("negative", code, -1.0, signed, NEGATIVE)]
+    for code, clickcode in zip(CODE, CLICKCODE):
+        for gate in ("positive", "negative"):
+            units += [(gate, code, 1.0, clickcode, 1.0), (gate, code, -1.0, clickcode, -1.0)]
     for gate, sign in (("corner1", 1.0), ("corner2", -1.0)):  # the bottom-right corner's key is negated
         for out, src, s in _CORNER_KEYS:
             units += [(gate, src, s * sign, out, 1.0), (gate, src, -s * sign, out, -1.0)]
@@ -283,6 +302,28 @@ def _wire_edges(ia, slot: int, keys: list[int], out: int) -> None:
         ia.k_proj.weight[r, key], ia.k_proj.weight[r, ZERO] = -inner_scale, inner_scale
     ia.v_proj.weight[0, LABEL["corner1"]] = ia.v_proj.weight[0, LABEL["corner2"]] = 1.0 / L
     ia.out_proj.weight[out, 0] = -1.0
+
+
+def _wire_match(ia) -> None:
+    """Layer 1's image->token attention also matches every image token against the clicks (their CLICKCODE):
+    logit MATCH_GAIN * centred(code) . centred(click code) - MATCH_OFFSET to each click, 0 to the tokens that
+    are not clicks (corners excepted: their edge logits; the two never meet, a box has no clicks here), and
+    value +1 for a positive click, -MATCH_NEGATIVE for a negative one, into MATCH. Per image token: which
+    click it resembles, if any -- the union of two clicks' shapes is an OR here, not a mean of their codes."""
+    k = len(CODE)
+    centre = torch.eye(k) - 1.0 / k
+    gain = math.sqrt(MATCH_GAIN / ia.scaling)
+    rows = list(range(2, 2 + k))  # rows 0, 1: the edges
+    ia.q_proj.weight[rows[0] : rows[-1] + 1, CODE] = gain * centre
+    ia.k_proj.weight[rows[0] : rows[-1] + 1, CLICKCODE] = gain * centre
+    off = 2 + k  # the offset: image ballast (exactly B) times the clicks' labels (L in the state + 1 in the key)
+    ia.q_proj.weight[off, BALLAST[0]] = 1.0
+    for name in ("positive", "negative"):
+        ia.k_proj.weight[off, LABEL[name]] = -MATCH_OFFSET / (ia.scaling * B * (L + 1))
+    ia.v_proj.weight[1, LABEL["positive"]] = 1.0 / L
+    ia.v_proj.weight[1, LABEL["negative"]] = -MATCH_NEGATIVE / L
+    ia.v_proj.weight[1, ZERO] = (MATCH_NEGATIVE - 1.0) / L  # labels relative to ZERO: the mean shift cancels
+    ia.out_proj.weight[MATCH, 1] = 1.0
 
 
 def _wire_collect(sa) -> None:
@@ -337,24 +378,29 @@ def _wire_box_gather(fa) -> None:
 def _wire_readout(dec, alpha: float = 2.0, beta: float = 1.0) -> None:
     """Upscaling passes the image's CODE through (plus a constant channel); hypernetworks read the
     mask token: mask = alpha * centred(READ + gated BOX) . code - beta (the gate's offset: _calibrate)."""
-    k, c8 = len(CODE), len(CODE) + 1
+    k = len(CODE)
+    passed = CODE + ([MATCH] if CLICK_MATCH else [])  # upscaled channels 0..; then the constant one
+    const = len(passed)
+    c8 = const + 1
     w1 = torch.zeros_like(dec.upscale_conv1.weight)  # (C, C/4, 2, 2)
     w2 = torch.zeros_like(dec.upscale_conv2.weight)  # (C/4, C/8, 2, 2)
-    for i, c in enumerate(CODE):
+    for i, c in enumerate(passed):
         w1[c, i], w1[c, i + c8] = 1.0, -1.0
+        if c == MATCH:  # relative to IMAGE_ZERO: the layer norms' mean shift cancels
+            w1[IMAGE_ZERO, i], w1[IMAGE_ZERO, i + c8] = -1.0, 1.0
         w2[i, i], w2[i + c8, i] = 0.5, -0.5
     # Outside the box, the constant channel grows (more of -beta) and the layer norm shrinks the code:
-    # upscaled channel k carries OUTSIDE_GAIN * (IX + IY) (0 inside, < 0 outside, 0 without a box).
-    w1[IX, k] = w1[IY, k] = OUTSIDE_GAIN
-    w1[IMAGE_ZERO, k] = -2 * OUTSIDE_GAIN
-    w2[k, k] = -3.0
+    # upscaled channel ``const`` carries OUTSIDE_GAIN * (IX + IY) (0 inside, < 0 outside, 0 without a box).
+    w1[IX, const] = w1[IY, const] = OUTSIDE_GAIN
+    w1[IMAGE_ZERO, const] = -2 * OUTSIDE_GAIN
+    w2[const, const] = -3.0
     dec.upscale_conv1.weight.copy_(w1)
     dec.upscale_conv1.bias.zero_()
     dec.upscale_layer_norm.weight.fill_(0.4)
     dec.upscale_layer_norm.bias.fill_(2.5)
     dec.upscale_conv2.weight.copy_(w2)
     dec.upscale_conv2.bias.fill_(2.5)
-    dec.upscale_conv2.bias[k] = 2.5 + 3.0 * float(F.gelu(torch.tensor(2.5)))  # inside: GELU(2.5), as before
+    dec.upscale_conv2.bias[const] = 2.5 + 3.0 * float(F.gelu(torch.tensor(2.5)))  # inside: GELU(2.5), as before
     centre = torch.eye(k) - 1.0 / k
     for mlp in dec.output_hypernetworks_mlps:
         # units: relu(+-READ) [0, 2k), relu(+-BOX + gate) [2k, 4k), relu(gate + M) 4k (box indicator),
@@ -372,12 +418,16 @@ def _wire_readout(dec, alpha: float = 2.0, beta: float = 1.0) -> None:
             layer.bias.zero_()
         w_out = torch.zeros_like(mlp.proj_out.weight)
         # a click's READ and REFINED each count half of a box's code (both are about the clicked code)
-        for start, scale in ((0, alpha / 2), (2 * k, alpha), (4 * k + 1, alpha / 2)):
+        r = 0.5 if REFINE else 0.0
+        for start, scale in ((0, alpha * (1 - r)), (2 * k, alpha), (4 * k + 1, alpha * r)):
             w_out[:k, start : start + k] = scale * centre
             w_out[:k, start + k : start + 2 * k] = -scale * centre
         mlp.proj_out.weight.copy_(w_out)
         mlp.proj_out.bias.zero_()
-        mlp.proj_out.bias[k] = -beta
+        mlp.proj_out.bias[const] = -beta
+        if CLICK_MATCH:  # MATCH, whatever the prompt (0 without clicks); both channels rest at GELU(2.5)
+            mlp.proj_out.bias[k] = MATCH_WEIGHT
+            mlp.proj_out.bias[const] -= MATCH_WEIGHT
 
 
 class _Capture:
@@ -439,6 +489,11 @@ def _calibrate(model) -> None:
         # unit 4k: M with a box, 0 without -- a bias of its own for box prompts, whose mean code also holds
         # some background (trained; starts at 0 in proj_out)
         hyper.proj_in.bias[4 * k] += M
+    # Without a box IX and IY are not exactly 0 (the non-corner tokens' labels carry the layer norms' mean
+    # shift): cancel that in the constant channel's path, which the upscaling's layer norm would magnify
+    keys = _token_states(model, t.layers[1].layer_norm4, [[300.0, 300.0]], [1])
+    leak = float((keys[:, IX] + keys[:, IY] - 2 * keys[:, IMAGE_ZERO]).mean())
+    model.mask_decoder.upscale_conv1.bias[len(CODE) + int(CLICK_MATCH)] = -OUTSIDE_GAIN * leak
 
 
 def _context_readers(model) -> list[tuple[nn.Linear, int]]:
@@ -500,7 +555,7 @@ def wired_entries(model) -> dict[str, torch.Tensor]:
     token_norms = ("layers.0.layer_norm2", "layers.0.layer_norm3", "layers.1.layer_norm1", "layers.1.layer_norm2")
     for name in token_writers + token_norms + ("layers.1.layer_norm3", "layer_norm_final_attn"):
         rows_of(f"{t}{name}", PROTECTED)
-    image_keep = [IX, IY, IMAGE_ZERO, *BALLAST]
+    image_keep = [IX, IY, IMAGE_ZERO, *BALLAST] + ([MATCH] if CLICK_MATCH else [])
     rows_of(f"{t}layers.0.layer_norm4", image_keep + [LOW_Y, LOW_Y + HALF])
     rows_of(f"{t}layers.1.layer_norm4", image_keep)
     for j in range(len(model.mask_decoder.output_hypernetworks_mlps)):
