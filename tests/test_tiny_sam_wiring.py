@@ -113,6 +113,7 @@ def refined_code(wired, points, labels, scale: float) -> np.ndarray:
     return cap.value[0, 0, 1, wiring.REFINED].numpy()
 
 
+@pytest.mark.skipif(not wiring.REFINE, reason="the layout does not refine the clicks' code")
 def test_the_clicks_code_is_refined_to_the_shapes_code(wired):
     """Layer 2 gathers the code of the whole region the clicks point to (A; A and B; A and not B)."""
     _, emb = wired
@@ -129,6 +130,33 @@ def test_the_clicks_code_is_refined_to_the_shapes_code(wired):
     assert min(w[2], w[3]) > 0.25 and w[2] + w[3] > 0.85 and abs(w[[0, 1]]).max() < 0.15, w
     w = weights(refined_code(wired, [disc, rect, rect], [1, 1, 0], scale=5))
     assert w[2] > 0.6 and w[3] < 0.05, w
+
+
+@pytest.mark.skipif(not wiring.CLICK_MATCH, reason="the layout has no MATCH channel")
+def test_image_tokens_match_the_clicks(wired):
+    """MATCH after layer 1: ~+1 on the clicked regions (both, for two clicks), ~0 elsewhere, < 0 where a
+    negative click matches -- an OR of the clicks' regions, not the region nearest to their mean code."""
+    model, emb = wired
+    emb = emb.clone()
+    emb[0, wiring.CODE] *= 5 / 2  # the trained encoder's codes have a centred norm of about 5
+
+    def match(points, labels) -> list[float]:
+        cap = wiring._Capture(model.mask_decoder.transformer.layers[0].layer_norm4)
+        try:
+            decode((model, emb), points, labels)
+        finally:
+            cap.handle.remove()
+        keys = cap.value[0, 0].reshape(64, 64, -1)
+        m = (keys[..., wiring.MATCH] - keys[..., wiring.IMAGE_ZERO]).numpy()
+        return [float(m[interior(r)].mean()) for r in range(4)]
+
+    disc, rect = [20 * 16 + 8, 40 * 16 + 8], [45 * 16 + 8, 20 * 16 + 8]  # regions 2 and 3
+    m = match([disc], [1])
+    assert m[2] > 0.8 and max(m[0], m[1], m[3]) < 0.05, m
+    m = match([disc, rect], [1, 1])
+    assert min(m[2], m[3]) > 0.8 and max(m[0], m[1]) < 0.05, m
+    m = match([disc, rect, rect], [1, 1, 0])
+    assert m[2] > 0.8 and m[3] < -0.2 and max(m[0], m[1]) < 0.05, m
 
 
 def test_image_tokens_know_the_box_exactly(wired):

@@ -5,9 +5,12 @@ slowly (docs/benchmarks.md, "Tiny SAM fixture training"). Here the part of the d
 into "the content to look for, and where" is set by hand and kept fixed while the rest trains
 (:func:`fix_wiring`):
 
+0. **Layout.** Every channel's role is set below from ``WIDTH`` (72 for the fixture): ``K = WIDTH / 8 - 2``
+   code channels, because the upscaled per-pixel features the masks read are ``WIDTH / 8`` channels:
+   the code, ``MATCH`` and a constant.
 1. **Positions.** The random Fourier features get 10 designed frequencies (periods of 4 to 27 tokens,
    golden-angle directions) for finding a click, and two low ones along x and y (phase monotonic over
-   the whole frame) for box edges; the other 12 are zero, so their channels are constant. The image
+   the whole frame) for box edges; the others are zero, so their channels are constant. The image
    embedding is exactly zero in the positional channels (the neck's last layer norm has weight and bias
    0 there), so an attention that reads only those channels compares positions and nothing else: a
    click's attention puts > 99 % of its mass within 1.5 tokens of it.
@@ -17,26 +20,37 @@ into "the content to look for, and where" is set by hand and kept fixed while th
 3. **Gather.** The first token->image attention makes every point fetch the image embedding's first
    ``CODE`` channels at its position (the channels the instance loss shapes).
 4. **Sign and corners.** The first MLP writes +code for positive clicks, -2 x code for negative ones
-   and 0 for anything else (four ReLUs per channel, gated by the label); for box corners it writes their
-   low-frequency position code, negated for the bottom-right corner.
+   and 0 for anything else (four ReLUs per channel, gated by the label), and the code itself for clicks
+   of either sign (``CLICKCODE``); for box corners it writes their low-frequency position code, negated
+   for the bottom-right corner.
 5. **Inside the box.** The image->token attentions (layer 1: x, layer 2: y) give every image token
    ``0`` inside the box and ``-1`` outside: the logit to corner k is ``-G sin(phase(token) -
    phase(corner))`` (sign flipped for the second corner), against the other tokens at logit 0.
+   **Match.** Layer 1's image->token attention also compares every image token's code with each
+   click's (``MATCH_GAIN * centred . centred - MATCH_OFFSET``, against 0 for the tokens that are not
+   clicks) and takes +1 from a positive click, -2 from a negative one, into ``MATCH``: ~+1 where the
+   image looks like a positive click, below 0 where it looks like a negative one, 0 elsewhere. Two
+   clicks give an OR of their shapes here; the mean of their codes (``READ``) points between the two
+   shapes, often onto a third.
 6. **Collect.** The second self-attention makes the mask tokens average the signed codes of all clicks
    into ``READ`` (one click -> its code; clicks on A and B -> (A + B) / 2; a negative click on B ->
-   (A + B - 2B) / 3) and note whether there is a box (``HASBOX``). The final token->image attention
-   averages the image code over the tokens inside the box into ``BOX``.
-7. **Read out.** The upscaling convolutions pass the image code through, and a constant channel that
-   grows outside the box; the hypernetworks start as ``alpha * centred(READ + BOX if there is a box) .
-   pixel code - beta * constant``, with a unit that is on only for a box (a bias of its own, trained).
+   (A + B - 2B) / 3) and note whether there is a box (``HASBOX``). Layer 2's token->image attention
+   (``REFINE``) moves READ to the mean code of the image tokens that match it (``REFINED``: one
+   mean-shift step, from the code under the click to the shape's); its query trains. The final
+   token->image attention averages the image code over the tokens inside the box into ``BOX``.
+7. **Read out.** The upscaling convolutions pass the image code and MATCH through, and a constant channel
+   that grows outside the box; the hypernetworks start as ``alpha * centred(READ / 2 + REFINED / 2, or
+   BOX if there is a box) . pixel code + MATCH_WEIGHT * MATCH - beta * constant``, with a unit that is
+   on only for a box (a bias of its own, trained).
 
 Layer norms would rescale every token by its own statistics: constant ``BALLAST`` channels (+-30) in the
 tokens and in the image embedding dominate them, so they act as a fixed scale, and a ``MIRROR`` channel
 keeps every token's channel sum constant, so their mean shift is the same for all tokens.
 
-What trains: the encoder, the second token->image attention and MLP (writing only into free positional
-channels of the tokens), the upscaling, the hypernetworks and the IoU head -- none of them reading the
-token channels whose values depend on how much of the image was decoded (``CONTEXT``).
+What trains: the encoder, the query of layer 2's token->image attention (from READ only), the second MLP
+(writing only into free positional channels of the tokens), the upscaling, the hypernetworks and the IoU
+head -- none of them reading the token channels whose values depend on how much of the image was decoded
+(``CONTEXT``).
 """
 
 from __future__ import annotations

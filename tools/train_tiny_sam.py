@@ -678,7 +678,8 @@ def write_readme(out: Path, args, steps: int, seconds: float, metrics: dict) -> 
         + ",",
         (
             "and a decoder whose prompt path is wired by hand and kept (`tools/tiny_sam_wiring.py`: clicks and "
-            "boxes select by the content the instance loss shapes)"
+            "boxes select by the content the instance loss shapes; every image token is matched against the "
+            "clicks, so two clicks give the union of their shapes)"
             if args.wired
             else "and a decoder whose prompt<->image attention starts as a positional/appearance match"
         )
@@ -794,7 +795,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="auxiliary loss: each token predicts its 4x4 sub-cell mask",
     )
     parser.add_argument("--vit-hidden", type=int, default=64, help="hidden size of the tiny ViT")
-    parser.add_argument("--width", type=int, default=48, help="image-embedding / decoder width")
+    parser.add_argument("--width", type=int, default=72, help="image-embedding / decoder width")
     parser.add_argument("--vit-layers", type=int, default=3, help="windowed attention layers of the tiny ViT")
     parser.add_argument("--window", type=int, default=16, help="ViT attention window, in tokens")
     parser.add_argument("--attn-downsample", type=int, default=2, help="mask decoder cross-attention downsample rate")
