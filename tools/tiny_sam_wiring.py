@@ -321,9 +321,10 @@ def _wire_edges(ia, slot: int, keys: list[int], out: int) -> None:
 def _wire_match(ia) -> None:
     """Layer 1's image->token attention also matches every image token against the clicks (their CLICKCODE):
     logit MATCH_GAIN * centred(code) . centred(click code) - MATCH_OFFSET to each click, 0 to the tokens that
-    are not clicks (corners excepted: their edge logits; the two never meet, a box has no clicks here), and
-    value +1 for a positive click, -MATCH_NEGATIVE for a negative one, into MATCH. Per image token: which
-    click it resembles, if any -- the union of two clicks' shapes is an OR here, not a mean of their codes."""
+    are not clicks (corners: their edge logits -- with a box and clicks, MATCH stays ~0 outside the box's
+    x range), and value +1 for a positive click, -MATCH_NEGATIVE for a negative one, into MATCH. Per image
+    token: which click it resembles, if any -- the union of two clicks' shapes is an OR here, not a mean of
+    their codes."""
     k = len(CODE)
     centre = torch.eye(k) - 1.0 / k
     gain = math.sqrt(MATCH_GAIN / ia.scaling)
@@ -390,8 +391,9 @@ def _wire_box_gather(fa) -> None:
 
 
 def _wire_readout(dec, alpha: float = 2.0, beta: float = 1.0) -> None:
-    """Upscaling passes the image's CODE through (plus a constant channel); hypernetworks read the
-    mask token: mask = alpha * centred(READ + gated BOX) . code - beta (the gate's offset: _calibrate)."""
+    """Upscaling passes the image's CODE and MATCH through (plus a constant channel); hypernetworks read
+    the mask token: mask = alpha * centred(READ / 2 + REFINED / 2, or gated BOX) . code + MATCH_WEIGHT *
+    MATCH - beta (the gates' offsets: _calibrate)."""
     k = len(CODE)
     passed = CODE + ([MATCH] if CLICK_MATCH else [])  # upscaled channels 0..; then the constant one
     const = len(passed)
@@ -561,8 +563,8 @@ def wired_entries(model) -> dict[str, torch.Tensor]:
     mark(f"{t}layers.0.mlp.lin2.weight", cols=list(range(n_wired)))
     rows_of(f"{t}layers.0.mlp.lin2", PROTECTED)  # the free units may write only elsewhere
     refine = f"{t}layers.1.cross_attn_token_to_image"
-    for sub in ("k_proj", "v_proj", "out_proj"):  # the refinement; its query trains, from READ alone
-        full(f"{refine}.{sub}.")  # (a query from anything else would look for the same code in every prompt)
+    for sub in ("k_proj", "v_proj", "out_proj"):  # the refinement (silent without REFINE); its query trains,
+        full(f"{refine}.{sub}.")  # from READ alone (from anything else it would look for one code in every prompt)
     mark(f"{refine}.q_proj.weight", cols=[c for c in range(WIDTH) if c not in READ])
     mark(f"{refine}.q_proj.bias", list(range(params[f"{refine}.q_proj.bias"].shape[0])))
     token_writers = ("layers.1.mlp.lin2",)
