@@ -120,7 +120,7 @@ def test_the_clicks_code_is_refined_to_the_shapes_code(wired):
     codes = np.stack([emb[0, wiring.CODE][:, region_of_token == r].mean(1).numpy() for r in range(4)])
     codes = (codes - codes.mean(1, keepdims=True)) * 5 / 2
 
-    def weights(refined):  # least squares on the 4 region codes (rank k - 1 = 4)
+    def weights(refined):  # least squares on the 4 region codes (linearly independent once centred)
         return np.linalg.lstsq(codes.T, refined, rcond=None)[0]
 
     disc, rect = [20 * 16 + 8, 40 * 16 + 8], [45 * 16 + 8, 20 * 16 + 8]  # regions 2 and 3
