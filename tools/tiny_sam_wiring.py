@@ -103,6 +103,7 @@ IX, IY = SIGNED[0], SIGNED[1]  # 0 inside the box's x (y) range, -1 outside (ima
 MATCH = SIGNED[2]  # image: ~+1 where the code matches a positive click best, < 0 a negative one, else 0
 IMAGE_ZERO = ZERO  # always 0 before the layer norms: the reference for IX / IY / MATCH after them
 IMAGE_RESERVED = POS + [IX, IY, IMAGE_ZERO, *BALLAST] + ([MATCH] if CLICK_MATCH else [])  # not the encoder's
+UPSCALED = CODE + ([MATCH] if CLICK_MATCH else [])  # image channels the upscaling passes on; a constant follows
 assert len(READ) == K and len(REFINED) == K and len(set(PROTECTED)) == len(PROTECTED)
 
 B = 30.0  # ballast
@@ -135,6 +136,12 @@ def designed_frequencies() -> torch.Tensor:
     mag = np.geomspace(1.2, 8.0, n)
     freqs[:, GATHER_SLOTS] = torch.tensor(np.stack([mag * np.cos(angle), mag * np.sin(angle)]), dtype=torch.float32)
     return freqs
+
+
+def _centring() -> torch.Tensor:
+    """(K, K) matrix removing the mean over the code channels: codes are compared centred."""
+    k = len(CODE)
+    return torch.eye(k) - 1.0 / k
 
 
 def _zero(*linears: nn.Linear) -> None:
@@ -326,11 +333,9 @@ def _wire_match(ia) -> None:
     token: which click it resembles, if any -- the union of two clicks' shapes is an OR here, not a mean of
     their codes."""
     k = len(CODE)
-    centre = torch.eye(k) - 1.0 / k
     gain = math.sqrt(MATCH_GAIN / ia.scaling)
-    rows = list(range(2, 2 + k))  # rows 0, 1: the edges
-    ia.q_proj.weight[rows[0] : rows[-1] + 1, CODE] = gain * centre
-    ia.k_proj.weight[rows[0] : rows[-1] + 1, CLICKCODE] = gain * centre
+    ia.q_proj.weight[2 : 2 + k, CODE] = gain * _centring()  # rows 0, 1: the edges
+    ia.k_proj.weight[2 : 2 + k, CLICKCODE] = gain * _centring()
     off = 2 + k  # the offset: image ballast (exactly B) times the clicks' labels (L in the state + 1 in the key)
     ia.q_proj.weight[off, BALLAST[0]] = 1.0
     for name in ("positive", "negative"):
@@ -366,7 +371,7 @@ def _wire_refine(ca) -> None:
     values and the output stay. Without clicks READ is 0 and the attention uniform: the readout gates
     REFINED off for box prompts."""
     k = len(CODE)
-    centre = torch.eye(k) - 1.0 / k
+    centre = _centring()
     gain = math.sqrt(REFINE_GAIN / ca.scaling)
     _zero(ca.q_proj, ca.k_proj, ca.v_proj, ca.out_proj)
     ca.q_proj.weight[:k, READ] = gain * centre
@@ -395,12 +400,11 @@ def _wire_readout(dec, alpha: float = 2.0, beta: float = 1.0) -> None:
     the mask token: mask = alpha * centred(READ / 2 + REFINED / 2, or gated BOX) . code + MATCH_WEIGHT *
     MATCH - beta (the gates' offsets: _calibrate)."""
     k = len(CODE)
-    passed = CODE + ([MATCH] if CLICK_MATCH else [])  # upscaled channels 0..; then the constant one
-    const = len(passed)
+    const = len(UPSCALED)
     c8 = const + 1
     w1 = torch.zeros_like(dec.upscale_conv1.weight)  # (C, C/4, 2, 2)
     w2 = torch.zeros_like(dec.upscale_conv2.weight)  # (C/4, C/8, 2, 2)
-    for i, c in enumerate(passed):
+    for i, c in enumerate(UPSCALED):
         w1[c, i], w1[c, i + c8] = 1.0, -1.0
         if c == MATCH:  # relative to IMAGE_ZERO: the layer norms' mean shift cancels
             w1[IMAGE_ZERO, i], w1[IMAGE_ZERO, i + c8] = -1.0, 1.0
@@ -417,7 +421,7 @@ def _wire_readout(dec, alpha: float = 2.0, beta: float = 1.0) -> None:
     dec.upscale_conv2.weight.copy_(w2)
     dec.upscale_conv2.bias.fill_(2.5)
     dec.upscale_conv2.bias[const] = 2.5 + 3.0 * float(F.gelu(torch.tensor(2.5)))  # inside: GELU(2.5), as before
-    centre = torch.eye(k) - 1.0 / k
+    centre = _centring()
     for mlp in dec.output_hypernetworks_mlps:
         # units: relu(+-READ) [0, 2k), relu(+-BOX + gate) [2k, 4k), relu(gate + M) 4k (box indicator),
         # relu(+-REFINED + gate) [4k + 1, 6k + 1) (open without a box)
@@ -509,7 +513,7 @@ def _calibrate(model) -> None:
     # shift): cancel that in the constant channel's path, which the upscaling's layer norm would magnify
     keys = _token_states(model, t.layers[1].layer_norm4, [[300.0, 300.0]], [1])
     leak = float((keys[:, IX] + keys[:, IY] - 2 * keys[:, IMAGE_ZERO]).mean())
-    model.mask_decoder.upscale_conv1.bias[len(CODE) + int(CLICK_MATCH)] = -OUTSIDE_GAIN * leak
+    model.mask_decoder.upscale_conv1.bias[len(UPSCALED)] = -OUTSIDE_GAIN * leak  # the constant channel
 
 
 def _context_readers(model) -> list[tuple[nn.Linear, int]]:
