@@ -34,7 +34,7 @@ def _attention(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return attn.proj(out)
 
 
-def _layer(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def vit_layer(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``SamVisionLayer``: pre-norm windowed or global attention, then the MLP."""
     residual = x
     x = layer.layer_norm1(x)
@@ -54,5 +54,5 @@ def vit_image_embeddings(vision_encoder: nn.Module, pixel_values: torch.Tensor) 
     if vision_encoder.pos_embed is not None:
         x = x + vision_encoder.pos_embed
     for layer in vision_encoder.layers:
-        x = _layer(layer, x)
+        x = vit_layer(layer, x)
     return vision_encoder.neck(x)
