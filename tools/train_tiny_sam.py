@@ -445,7 +445,7 @@ def contiguous_upscaling(model) -> None:
     The two-way transformer hands the upscaling its image tokens with channels-last strides and the
     convolutions keep them, while the gradient reaching the GELU after them is contiguous; GELU's backward
     over the two layouts takes a slow strided path on CPU (~24 instead of ~2 ms a call, 15% of a step).
-    Same values, other memory layout; forward hooks are not saved with the model.
+    Same maths in another memory layout (equal up to rounding); forward hooks are not saved with the model.
     """
     for conv in (model.mask_decoder.upscale_conv1, model.mask_decoder.upscale_conv2):
         conv.register_forward_hook(lambda module, inputs, output: output.contiguous())
