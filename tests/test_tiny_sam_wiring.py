@@ -7,6 +7,7 @@ content inside the box -- and training must not move a wired weight.
 
 from __future__ import annotations
 
+import copy
 import sys
 from pathlib import Path
 
@@ -159,6 +160,35 @@ def test_image_tokens_match_the_clicks(wired):
     assert m[2] > 0.8 and m[3] < -0.2 and max(m[0], m[1]) < 0.05, m
 
 
+def test_a_higher_match_offset_admits_only_closer_codes(wired):
+    """scale_match_offset raises the bar a pixel's code must pass to match a click: a region whose code is
+    close to the clicked one's (cosine 0.8) drops out of MATCH, the clicked region stays in."""
+    model, emb = wired
+    model = copy.deepcopy(model)
+    emb = emb.clone()
+    codes = emb[0, wiring.CODE] * 5 / 2
+    disc_code = codes[:, 40, 20]  # region 2
+    rect_code = codes[:, 20, 45]  # region 3, orthogonal to region 2's
+    codes[:, torch.from_numpy(region_of_token == 3)] = (0.8 * disc_code + 0.6 * rect_code)[:, None]
+    emb[0, wiring.CODE] = codes
+
+    def match() -> list[float]:
+        cap = wiring._Capture(model.mask_decoder.transformer.layers[0].layer_norm4)
+        try:
+            decode((model, emb), [[20 * 16 + 8, 40 * 16 + 8]], [1])
+        finally:
+            cap.handle.remove()
+        keys = cap.value[0, 0].reshape(64, 64, -1)
+        m = (keys[..., wiring.MATCH] - keys[..., wiring.IMAGE_ZERO]).numpy()
+        return [float(m[interior(r)].mean()) for r in range(4)]
+
+    before = match()
+    wiring.scale_match_offset(model, 1.3)
+    after = match()
+    assert before[3] > 0.3 and after[3] < 0.5 * before[3], (before, after)
+    assert after[2] > 0.4 and after[2] > 4 * after[3], (before, after)
+
+
 def test_image_tokens_know_the_box_exactly(wired):
     """IX / IY after the two image->token attentions: ~0 inside the box's range, ~-1 outside, with the
     edge between the right tokens (a shift of a token would fail this)."""
@@ -198,5 +228,29 @@ def test_training_keeps_the_wiring():
         assert torch.equal(p.detach()[mask], before[name][mask]), name
         moved += int((p.detach() != before[name]).any())
     assert partial and moved > 0  # partly wired parameters still train outside their wired entries
+
+
+def test_match_offset_trains_when_asked():
+    model = trainer.new_model(0, width=wiring.WIDTH, vit_hidden=16, heads=1)
+    wiring.wire_prompt_path(model)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    wiring.fix_wiring(model, train_match_offset=True)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    sparse, dense = model.prompt_encoder(
+        input_points=torch.tensor([[[[300.0, 300.0], [600.0, 500.0]]]]),
+        input_labels=torch.tensor([[[1, 0]]]),
+        input_boxes=None,
+        input_masks=None,
+    )
+    emb = model.vision_encoder(torch.randn(1, 3, 1024, 1024)).last_hidden_state
+    masks, _ = model.mask_decoder(emb, model.get_image_wide_positional_embeddings(), sparse, dense, True)
+    masks.square().mean().backward()
+    opt.step()
+    name = "mask_decoder.transformer.layers.0.cross_attn_image_to_token.k_proj.weight"
+    weight = dict(model.named_parameters())[name].detach()
+    for row, col in wiring.match_offset_entries():
+        assert weight[row, col] != before[name][row, col]
+    for name, mask in wiring.wired_entries(model, train_match_offset=True).items():
+        assert torch.equal(dict(model.named_parameters())[name].detach()[mask], before[name][mask]), name
     with pytest.raises(ValueError, match="1 attention head"):
         wiring.wire_prompt_path(trainer.new_model(0, width=wiring.WIDTH, vit_hidden=16))

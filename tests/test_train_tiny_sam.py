@@ -202,3 +202,27 @@ def test_batches_from_a_worker_process_are_the_inline_ones():
             assert all(np.array_equal(s.pixel, t.pixel) and np.array_equal(s.masks, t.masks) for s, t in zip(a, b))
     finally:
         background.close()
+
+
+def test_calibration_keeps_the_best_match_offset(tmp_path):
+    """calibrate_match_offset scores each offset factor through the real Predictor and saves the model with
+    the best one applied to MATCH's offset (and nothing else changed)."""
+    import tiny_sam_wiring as wiring
+
+    model = trainer.new_model(0, width=wiring.WIDTH, vit_hidden=16, heads=1)
+    wiring.wire_prompt_path(model)
+    trainer.save(model.eval(), tmp_path)
+    best, table = trainer.calibrate_match_offset(tmp_path, factors=(1.0, 1.5), scenes_per_size=1)
+    assert set(table) == {1.0, 1.5} and all(0.0 <= v <= 1.0 for v in table.values())
+    assert table[best] == max(table.values())
+    from transformers import SamModel
+
+    saved = dict(SamModel.from_pretrained(tmp_path).named_parameters())
+    name = "mask_decoder.transformer.layers.0.cross_attn_image_to_token.k_proj.weight"
+    expected = dict(model.named_parameters())[name].detach().clone()
+    for row, col in wiring.match_offset_entries():
+        expected[row, col] *= best
+    assert torch.allclose(saved[name].detach(), expected)
+    for other, p in model.named_parameters():
+        if other != name:
+            assert torch.equal(saved[other].detach(), p.detach()), other

@@ -346,6 +346,20 @@ def _wire_match(ia) -> None:
     ia.out_proj.weight[MATCH, 1] = 1.0
 
 
+def match_offset_entries() -> list[tuple[int, int]]:
+    """(row, column) of layer 1's image->token ``k_proj.weight`` entries that hold MATCH's offset (one per
+    click sign): the threshold a pixel's code must pass to count as a click's shape."""
+    return [(2 + len(CODE), LABEL[name]) for name in ("positive", "negative")]
+
+
+def scale_match_offset(model, factor: float) -> None:
+    """Multiply MATCH's offset by ``factor`` (> 1: a pixel must resemble a click more closely to match it)."""
+    weight = model.mask_decoder.transformer.layers[0].cross_attn_image_to_token.k_proj.weight
+    with torch.no_grad():
+        for row, col in match_offset_entries():
+            weight[row, col] *= factor
+
+
 def _wire_collect(sa) -> None:
     """Second self-attention: output tokens attend to the clicks and corners, averaging the signed codes
     into READ and the corner labels into HASBOX."""
@@ -526,8 +540,9 @@ def _context_readers(model) -> list[tuple[nn.Linear, int]]:
     return readers
 
 
-def wired_entries(model) -> dict[str, torch.Tensor]:
-    """Parameter name -> bool mask of the entries :func:`wire_prompt_path` set and training must keep."""
+def wired_entries(model, train_match_offset: bool = False) -> dict[str, torch.Tensor]:
+    """Parameter name -> bool mask of the entries :func:`wire_prompt_path` set and training must keep; with
+    ``train_match_offset``, MATCH's offset (:func:`match_offset_entries`) trains."""
     params = dict(model.named_parameters())
     t = "mask_decoder.transformer."
     masks: dict[str, torch.Tensor] = {}
@@ -555,6 +570,9 @@ def wired_entries(model) -> dict[str, torch.Tensor]:
     full("mask_decoder.iou_token.")
     for sub in ("self_attn", "layer_norm1", "cross_attn_token_to_image", "cross_attn_image_to_token"):
         full(f"{t}layers.0.{sub}.")
+    if train_match_offset:
+        for row, col in match_offset_entries():
+            masks[f"{t}layers.0.cross_attn_image_to_token.k_proj.weight"][row, col] = False
     for sub in ("self_attn", "cross_attn_image_to_token"):
         full(f"{t}layers.1.{sub}.")
     full(f"{t}final_attn_token_to_image.")
@@ -589,12 +607,12 @@ def wired_entries(model) -> dict[str, torch.Tensor]:
     return masks
 
 
-def fix_wiring(model) -> dict[str, torch.Tensor]:
+def fix_wiring(model, train_match_offset: bool = False) -> dict[str, torch.Tensor]:
     """Keep the wired entries: parameters wired in full stop training; partly wired ones get a gradient
     mask. Returns the partial masks (their parameters must not get weight decay)."""
     partial = {}
     params = dict(model.named_parameters())
-    for name, mask in wired_entries(model).items():
+    for name, mask in wired_entries(model, train_match_offset).items():
         p = params[name]
         if mask.all():
             p.requires_grad_(False)

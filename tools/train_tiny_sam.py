@@ -37,7 +37,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic_shapes import interior_point, make_scene, mask_box  # noqa: E402
-from tiny_sam_wiring import CODE, fix_wiring, wire_prompt_path  # noqa: E402
+from tiny_sam_wiring import CODE, fix_wiring, scale_match_offset, wire_prompt_path  # noqa: E402
 
 from maskwright.engines import sam_common  # noqa: E402
 from maskwright.engines.base import LOWRES  # noqa: E402
@@ -320,6 +320,7 @@ def instance_embedding_loss(
     samples: int = 384,
     channels: int = AUX_CHANNELS,
     centred: bool = False,
+    temperature: float = 0.1,
 ) -> torch.Tensor:
     """Supervised contrastive loss on image-embedding tokens: tokens of the same shape (or of the background)
     close, of different shapes apart.
@@ -341,7 +342,7 @@ def instance_embedding_loss(
         z = head(tokens) if head is not None else tokens[:, :channels]
         z = F.normalize(z - z.mean(1, keepdim=True) if centred else z, dim=1)
         y = torch.from_numpy(labels)[idx]
-        sim = z @ z.T / 0.1
+        sim = z @ z.T / temperature
         eye = torch.eye(len(idx), dtype=torch.bool)
         log_prob = sim - torch.logsumexp(sim.masked_fill(eye, -1e9), dim=1, keepdim=True)
         positive = (y[:, None] == y[None, :]) & ~eye
@@ -529,6 +530,7 @@ def train_step(
     train_encoder: bool = True,
     aux_channels: int = AUX_CHANNELS,
     aux_centred: bool = False,
+    aux_temperature: float = 0.1,
 ) -> tuple[torch.Tensor, dict]:
     """Loss of one step on ``batch``: ``targets`` prompts of each kind in ``modes`` per sample, each decoded
     for ``rounds`` rounds (first prompt, then correction clicks). Stats: first-round IoU per mode, IoU per
@@ -538,7 +540,9 @@ def train_step(
     if not train_encoder:
         aux, subcell_head = "none", None
     aux = (
-        instance_embedding_loss(aux_head, emb, batch, rng, channels=aux_channels, centred=aux_centred)
+        instance_embedding_loss(
+            aux_head, emb, batch, rng, channels=aux_channels, centred=aux_centred, temperature=aux_temperature
+        )
         if aux != "none"
         else torch.zeros(())
     )
@@ -640,6 +644,57 @@ def evaluate(model_dir: Path, seed: int = 12345, scenes_per_size: int = 4, decod
     }
 
 
+CALIBRATION_FACTORS = (0.95, 1.0, 1.05, 1.1, 1.15, 1.2, 1.25)
+
+
+def calibration_score(predictor, scenes) -> float:
+    """Mean IoU of the prompts that MATCH serves: one click (best-scored candidate), and two clicks then a
+    negative click on the second shape (the first one must stay)."""
+    scores = []
+    for scene in scenes:
+        predictor.set_image(scene.image)
+        for k, gt in enumerate(scene.masks):
+            masks, s, _ = predictor.predict(np.array([interior_point(gt)]), np.array([1]))
+            scores.append(iou(masks[int(np.argmax(s))], gt))
+            if k + 1 < len(scene.masks):
+                pts = np.array([interior_point(gt), interior_point(scene.masks[k + 1])])
+                pts = np.concatenate([pts, pts[1:]])
+                masks, _, _ = predictor.predict(pts, np.array([1, 1, 0]), multimask_output=False)
+                scores.append(iou(masks[0], gt))
+    return float(np.mean(scores))
+
+
+def calibrate_match_offset(
+    model_dir: Path, seed: int = 777, factors: tuple[float, ...] = CALIBRATION_FACTORS, scenes_per_size: int = 3
+) -> tuple[float, dict]:
+    """Fit MATCH's threshold after training: scale its offset by each of ``factors`` and keep the best on
+    validation scenes (their own seed: neither the evaluation's 12345 nor the tests' 2024), through the real
+    :class:`maskwright.Predictor` path. Returns the factor kept and the score of each.
+
+    The threshold decides how alike a pixel's code must be to the click's to join its mask; the encoder
+    separates the shapes of a scene well (distance between shapes' mean codes ~6x a shape's own spread), but
+    a threshold fixed before the codes are learned lets similar shapes in (session 13)."""
+    from maskwright import Predictor
+    from maskwright.engines.sam_registry import load_sam_engine
+
+    engine = load_sam_engine(str(model_dir), decoder="torch")
+    predictor = Predictor(engine)
+    rng = np.random.default_rng(seed)
+    scenes = [make_scene(rng, h, w) for h, w in EVAL_SIZES for _ in range(scenes_per_size)]
+    table, current = {}, 1.0
+    for factor in factors:
+        scale_match_offset(engine.model, factor / current)
+        current = factor
+        table[factor] = round(calibration_score(predictor, scenes), 4)
+    best = max(table, key=table.get)
+    from transformers import SamModel
+
+    model = SamModel.from_pretrained(model_dir, dtype=torch.float32)
+    scale_match_offset(model, best)
+    save(model, model_dir)
+    return best, table
+
+
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     union = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
@@ -663,7 +718,8 @@ def recipe_command(args) -> str:
         f"--{'' if args.subcells else 'no-'}subcells --aux {args.aux}",
         f"--loc-weight {args.loc_weight:g} --candidate-weight {args.candidate_weight:g}",
         f"--iou-weight {args.iou_weight:g} --attn-gain {args.attn_gain:g} --lr {args.lr:g}",
-        f"--{'' if args.wired else 'no-'}wired",
+        f"--{'' if args.wired else 'no-'}wired --{'' if args.train_match_offset else 'no-'}train-match-offset",
+        f"--{'' if args.calibrate else 'no-'}calibrate --aux-temperature {args.aux_temperature:g}",
         f"--threads {args.threads} --workers {args.workers} --seed {args.seed} --out {args.out}",
     ]
     return f"OMP_NUM_THREADS={args.threads} .venv/bin/python tools/train_tiny_sam.py " + " \\\n    ".join(flags)
@@ -823,6 +879,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=True,
         help="hand-wire the prompt path (tools/tiny_sam_wiring.py) and keep it; needs --decoder-heads 1",
     )
+    parser.add_argument(
+        "--train-match-offset",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="with --wired: MATCH's threshold (how alike a pixel must be to a click) trains",
+    )
+    parser.add_argument(
+        "--calibrate",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="after training, fit MATCH's threshold on validation scenes (not the evaluation's or the tests')",
+    )
+    parser.add_argument("--aux-temperature", type=float, default=0.1, help="temperature of the instance loss")
     parser.add_argument("--attn-gain", type=float, default=2.0, help="q/k projection gain of the aligned init")
     parser.add_argument("--lr", type=float, default=4e-3)
     parser.add_argument("--seed", type=int, default=0)
@@ -873,7 +942,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.wired:
         if not (args.resume or args.init):
             wire_prompt_path(model)
-        wired = fix_wiring(model)
+        wired = fix_wiring(model, args.train_match_offset)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
     print(f"parameters: {n_params:,}", flush=True)
@@ -930,6 +999,7 @@ def main(argv: list[str] | None = None) -> None:
             train_encoder=not args.freeze_encoder,
             aux_channels=aux_channels,
             aux_centred=args.wired,
+            aux_temperature=args.aux_temperature,
         )
         opt.zero_grad()
         loss.backward()
@@ -953,7 +1023,11 @@ def main(argv: list[str] | None = None) -> None:
     seconds = time.time() - start
     model.eval()
     save(model, out)
-    print(f"trained {step} steps in {seconds / 60:.1f} min; evaluating", flush=True)
+    print(f"trained {step} steps in {seconds / 60:.1f} min", flush=True)
+    if args.calibrate and args.wired:
+        factor, table = calibrate_match_offset(out)
+        print(f"MATCH offset x{factor:g} (validation score per factor: {table})", flush=True)
+    print("evaluating", flush=True)
     metrics = evaluate(out)
     print(metrics, flush=True)
     metrics["n_params"] = n_params
