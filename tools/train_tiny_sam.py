@@ -14,6 +14,9 @@ candidates; the IoU head regresses the true IoU of every candidate. The decoder'
 clicks, gather the content there, know the box) is wired by hand and kept (``--wired``, the default:
 ``tools/tiny_sam_wiring.py``); the rest -- above all the encoder's codes -- is learned.
 
+With ``--calibrate``, MATCH's threshold (how alike a pixel's code must be to a click's) is fitted after
+training on validation scenes (:func:`calibrate_match_offset`).
+
 The schedule is step-based (cosine over ``--steps``, so the same command gives the same model on a busy or
 an idle CPU); the model is saved every few minutes, so a cut-off run still leaves a usable fixture. At the
 end the model is evaluated on fresh scenes through ``maskwright.Predictor`` and the numbers are written into
@@ -1024,11 +1027,14 @@ def main(argv: list[str] | None = None) -> None:
     model.eval()
     save(model, out)
     print(f"trained {step} steps in {seconds / 60:.1f} min", flush=True)
+    factor = None
     if args.calibrate and args.wired:
         factor, table = calibrate_match_offset(out)
         print(f"MATCH offset x{factor:g} (validation score per factor: {table})", flush=True)
     print("evaluating", flush=True)
     metrics = evaluate(out)
+    if factor is not None:
+        metrics["match_offset_factor (--calibrate)"] = factor
     print(metrics, flush=True)
     metrics["n_params"] = n_params
     write_readme(out, args, step, seconds, metrics)
