@@ -28,6 +28,13 @@ region_of_token[(xx - 20) ** 2 + (yy - 40) ** 2 < 100] = 2
 region_of_token[(abs(xx - 45) < 6) & (abs(yy - 20) < 9)] = 3
 
 
+def set_codes(emb: torch.Tensor, codes: torch.Tensor) -> None:
+    """Write the (K, 64, 64) codes into every code group of the image embedding (CODE, and CODE2 that only
+    MATCH reads: the same codes there)."""
+    for group in wiring.MATCH_CODE:
+        emb[0, group] = codes
+
+
 @pytest.fixture(scope="module")
 def wired():
     model = trainer.new_model(0, width=wiring.WIDTH, vit_hidden=16, heads=1).eval()
@@ -39,7 +46,7 @@ def wired():
     emb = torch.randn(1, wiring.WIDTH, 64, 64) * 0.5  # the encoder's other channels: noise
     emb[:, wiring.IMAGE_RESERVED] = 0.0  # what the wired neck gives
     emb[:, wiring.BALLAST[0]], emb[:, wiring.BALLAST[1]] = wiring.B, -wiring.B
-    emb[0, wiring.CODE] = codes[torch.from_numpy(region_of_token)].permute(2, 0, 1)
+    set_codes(emb, codes[torch.from_numpy(region_of_token)].permute(2, 0, 1))
     return model, emb
 
 
@@ -105,7 +112,7 @@ def refined_code(wired, points, labels, scale: float) -> np.ndarray:
     ``scale`` (the trained encoder's codes have a centred norm of about 5)."""
     model, emb = wired
     emb = emb.clone()
-    emb[0, wiring.CODE] *= scale / 2
+    set_codes(emb, emb[0, wiring.CODE] * scale / 2)
     cap = wiring._Capture(model.mask_decoder.transformer.layers[1].layer_norm2)
     try:
         decode((model, emb), points, labels)
@@ -133,23 +140,28 @@ def test_the_clicks_code_is_refined_to_the_shapes_code(wired):
     assert w[2] > 0.6 and w[3] < 0.05, w
 
 
+def region_match(model, emb, points=None, labels=None, box=None) -> list[float]:
+    """Mean MATCH after layer 1 on each region's interior."""
+    cap = wiring._Capture(model.mask_decoder.transformer.layers[0].layer_norm4)
+    try:
+        decode((model, emb), points, labels, box)
+    finally:
+        cap.handle.remove()
+    keys = cap.value[0, 0].reshape(64, 64, -1)
+    m = (keys[..., wiring.MATCH] - keys[..., wiring.IMAGE_ZERO]).numpy()
+    return [float(m[interior(r)].mean()) for r in range(4)]
+
+
 @pytest.mark.skipif(not wiring.CLICK_MATCH, reason="the layout has no MATCH channel")
 def test_image_tokens_match_the_clicks(wired):
     """MATCH after layer 1: ~+1 on the clicked regions (both, for two clicks), ~0 elsewhere, < 0 where a
     negative click matches -- an OR of the clicks' regions, not the region nearest to their mean code."""
     model, emb = wired
     emb = emb.clone()
-    emb[0, wiring.CODE] *= 5 / 2  # the trained encoder's codes have a centred norm of about 5
+    set_codes(emb, emb[0, wiring.CODE] * 5 / 2)  # the trained encoder's codes have a centred norm of about 5
 
     def match(points, labels) -> list[float]:
-        cap = wiring._Capture(model.mask_decoder.transformer.layers[0].layer_norm4)
-        try:
-            decode((model, emb), points, labels)
-        finally:
-            cap.handle.remove()
-        keys = cap.value[0, 0].reshape(64, 64, -1)
-        m = (keys[..., wiring.MATCH] - keys[..., wiring.IMAGE_ZERO]).numpy()
-        return [float(m[interior(r)].mean()) for r in range(4)]
+        return region_match(model, emb, points, labels)
 
     disc, rect = [20 * 16 + 8, 40 * 16 + 8], [45 * 16 + 8, 20 * 16 + 8]  # regions 2 and 3
     m = match([disc], [1])
@@ -170,23 +182,49 @@ def test_a_higher_match_offset_admits_only_closer_codes(wired):
     disc_code = codes[:, 40, 20]  # region 2
     rect_code = codes[:, 20, 45]  # region 3, orthogonal to region 2's
     codes[:, torch.from_numpy(region_of_token == 3)] = (0.8 * disc_code + 0.6 * rect_code)[:, None]
-    emb[0, wiring.CODE] = codes
+    set_codes(emb, codes)
 
     def match() -> list[float]:
-        cap = wiring._Capture(model.mask_decoder.transformer.layers[0].layer_norm4)
-        try:
-            decode((model, emb), [[20 * 16 + 8, 40 * 16 + 8]], [1])
-        finally:
-            cap.handle.remove()
-        keys = cap.value[0, 0].reshape(64, 64, -1)
-        m = (keys[..., wiring.MATCH] - keys[..., wiring.IMAGE_ZERO]).numpy()
-        return [float(m[interior(r)].mean()) for r in range(4)]
+        return region_match(model, emb, [[20 * 16 + 8, 40 * 16 + 8]], [1])
 
     before = match()
     wiring.scale_match_offset(model, 1.3)
     after = match()
     assert before[3] > 0.3 and after[3] < 0.5 * before[3], (before, after)
     assert after[2] > 0.4 and after[2] > 4 * after[3], (before, after)
+
+
+@pytest.mark.skipif(not wiring.CODE2, reason="MATCH compares only the readout's code")
+def test_match_tells_regions_apart_by_the_extra_code(wired):
+    """Regions 2 and 3 with the same CODE but orthogonal CODE2: a click on one matches it and not the other
+    (with CODE alone they would be one). Every token gathers CODE2 where it looks; only the clicks keep it
+    (CLICKCODE2): at the box corners, the pad and the output tokens it would pull attention from the clicks
+    and the box edges."""
+    model, emb = wired
+    emb = emb.clone()
+    codes = emb[0, wiring.CODE] * 5 / 2
+    disc_code, rect_code = codes[:, 40, 20].clone(), codes[:, 20, 45].clone()  # regions 2 and 3: orthogonal
+    set_codes(emb, codes)
+    emb[0, wiring.CODE][:, torch.from_numpy(region_of_token == 3)] = disc_code[:, None]
+    code2 = emb[0, wiring.CODE2]
+    code2[:, torch.from_numpy(region_of_token == 3)] = rect_code[:, None]
+    emb[0, wiring.CODE2] = code2
+    disc = [20 * 16 + 8, 40 * 16 + 8]
+    m = region_match(model, emb, [disc], [1])
+    assert m[2] > 0.5 and m[3] < 0.5 * m[2] and max(m[0], m[1]) < 0.05, m
+
+    cap = wiring._Capture(model.mask_decoder.transformer.layers[0].layer_norm3)
+    try:
+        decode((model, emb), [disc], [1], box=[640.0, 192.0, 816.0, 464.0])  # corners on regions 1 and 3
+    finally:
+        cap.handle.remove()
+    kept = cap.value[0, 0][:, wiring.CLICKCODE2]
+    kept = kept - kept.mean(1, keepdim=True)
+    # tokens: iou, 4 mask, the click, the two corners
+    assert torch.allclose(kept[5], disc_code - disc_code.mean(), atol=0.15), (kept[5], disc_code)
+    # (not exactly 0: the label gates are set on an empty image, and the layer norms' scale moves a little
+    # with the content; ungated, these entries are ~2)
+    assert kept[[0, 1, 2, 3, 4, 6, 7]].abs().max() < 0.1, kept
 
 
 def test_image_tokens_know_the_box_exactly(wired):

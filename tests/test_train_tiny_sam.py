@@ -226,3 +226,28 @@ def test_calibration_keeps_the_best_match_offset(tmp_path):
     for other, p in model.named_parameters():
         if other != name:
             assert torch.equal(saved[other].detach(), p.detach()), other
+
+
+def test_instance_loss_across_images_separates_look_alikes_of_other_images():
+    """Per image, only that image's shapes are negatives; with ``across``, the shapes of the batch's other
+    images are too: one-hot codes that repeat from image to image cost nothing per image, but across images
+    each token finds as many look-alikes as true partners (about log 2 more; SupCon's floor is log of the
+    partners' count, the same in both)."""
+    scenes = [make_scene(np.random.default_rng(s), 480, 640, n_shapes=3) for s in (5, 6)]
+    batch = [trainer.make_sample(s, np.random.default_rng(0), grid=64) for s in scenes]
+
+    def embedding(shared: bool) -> torch.Tensor:
+        emb = torch.zeros(2, 16, 64, 64)
+        for i, sample in enumerate(batch):
+            labels = trainer.token_labels(sample.scene)
+            for label in np.unique(labels[labels >= 0]):
+                channel = label + (0 if shared or i == 0 else 8)  # shared: image 1 reuses image 0's codes
+                emb[i, channel][torch.from_numpy(labels == label)] = 1.0
+        return emb
+
+    def loss(shared: bool, across: bool) -> float:
+        emb = embedding(shared)
+        return float(trainer.instance_embedding_loss(None, emb, batch, np.random.default_rng(1), across=across))
+
+    assert loss(shared=True, across=False) == pytest.approx(loss(shared=False, across=False))
+    assert loss(shared=True, across=True) > loss(shared=False, across=True) + 0.5

@@ -65,6 +65,7 @@ from torch import nn
 WIDTH = 72  # decoder width the layout is made for (= image-embedding channels)
 REFINE = True  # layer 2 refines the clicks' code by content (REFINED)
 CLICK_MATCH = True  # layer 1's image->token attention marks every image token like a click (MATCH)
+MATCH_EXTRA = True  # MATCH also compares K more image channels (CODE2), which the readout has no room for
 # code channels: the upscaled pixel features are WIDTH // 8: the codes, MATCH and a constant
 K = WIDTH // 8 - 1 - int(CLICK_MATCH)
 HALF = WIDTH // 2
@@ -91,19 +92,24 @@ _OUT = [c for c in POS if c not in LOW_COPY]
 HASBOX = _OUT[0]  # mask tokens: 1 if the prompt has a box
 BOX = _OUT[1 : K + 1]  # mask tokens: mean image code inside the box
 REFINED = _OUT[K + 1 : 2 * K + 1]  # mask tokens: mean image code where the clicks' code matches
+CLICKCODE2 = _FREE[4 * K + 9 : 5 * K + 9] if CLICK_MATCH and MATCH_EXTRA else []  # clicks: CODE2 there, else 0
 PROTECTED = sorted(
-    {*CODE, *SIGNED, MIRROR, *LABEL.values(), *BALLAST, *READ, *CLICKCODE, *LOW_COPY, HASBOX, *BOX, *REFINED}
+    {*CODE, *SIGNED, MIRROR, *LABEL.values(), *BALLAST, *READ, *CLICKCODE, *CLICKCODE2, *LOW_COPY, HASBOX, *BOX}
+    | {*REFINED}
 )
 # What an output token's state holds in these channels depends on the whole image it was decoded with (its
 # uniform layer-1 gather of CODE, the box gather without a box, and MIRROR): a 512 px training crop gives
 # other values than the full frame. Trained readers of the token states must not read them.
-CONTEXT = CODE + [MIRROR] + BOX
+CONTEXT = CODE + [MIRROR] + BOX + CLICKCODE2
 # image embedding
 IX, IY = SIGNED[0], SIGNED[1]  # 0 inside the box's x (y) range, -1 outside (image channels)
 MATCH = SIGNED[2]  # image: ~+1 where the code matches a positive click best, < 0 a negative one, else 0
 IMAGE_ZERO = ZERO  # always 0 before the layer norms: the reference for IX / IY / MATCH after them
 IMAGE_RESERVED = POS + [IX, IY, IMAGE_ZERO, *BALLAST] + ([MATCH] if CLICK_MATCH else [])  # not the encoder's
 UPSCALED = CODE + ([MATCH] if CLICK_MATCH else [])  # image channels the upscaling passes on; a constant follows
+# More code for MATCH alone: the readout's per-pixel code is limited to the upscaled channels, MATCH's is not
+CODE2 = [c for c in range(WIDTH) if c not in IMAGE_RESERVED + CODE][: len(CLICKCODE2)]
+MATCH_CODE = [CODE, CODE2] if CODE2 else [CODE]  # the image code groups MATCH compares, each centred on its own
 assert len(READ) == K and len(REFINED) == K and len(set(PROTECTED)) == len(PROTECTED)
 
 B = 30.0  # ballast
@@ -265,9 +271,9 @@ def _wire_gather(ca) -> None:
     _zero(ca.q_proj, ca.k_proj, ca.v_proj, ca.out_proj)
     for r, c in enumerate(GATHER_POS):
         ca.q_proj.weight[r, c] = ca.k_proj.weight[r, c] = gain
-    for r, c in enumerate(CODE):
+    for r, (c, out) in enumerate(zip(CODE + CODE2, CODE + CLICKCODE2)):
         ca.v_proj.weight[r, c] = 1.0
-        ca.out_proj.weight[c, r] = 1.0
+        ca.out_proj.weight[out, r] = 1.0
         ca.out_proj.weight[MIRROR, r] = -1.0
 
 
@@ -293,6 +299,9 @@ def _mlp_units() -> list[tuple[str, int, float, int, float]]:
     for gate, sign in (("corner1", 1.0), ("corner2", -1.0)):  # the bottom-right corner's key is negated
         for out, src, s in _CORNER_KEYS:
             units += [(gate, src, s * sign, out, 1.0), (gate, src, -s * sign, out, -1.0)]
+    for gate in ("pad", "corner1", "corner2", "output"):  # every token gathered CODE2; only clicks keep it
+        for c in CLICKCODE2:
+            units += [(gate, c, 1.0, c, -1.0), (gate, c, -1.0, c, 1.0)]
     return units
 
 
@@ -331,12 +340,17 @@ def _wire_match(ia) -> None:
     are not clicks (corners: their edge logits -- with a box and clicks, MATCH stays ~0 outside the box's
     x range), and value +1 for a positive click, -MATCH_NEGATIVE for a negative one, into MATCH. Per image
     token: which click it resembles, if any -- the union of two clicks' shapes is an OR here, not a mean of
-    their codes."""
+    their codes. With MATCH_EXTRA the code compared is CODE and CODE2 (CLICKCODE and CLICKCODE2 in the
+    clicks), each centred on its own, at the same logit scale per unit of the mean of the two products."""
     k = len(CODE)
-    gain = math.sqrt(MATCH_GAIN / ia.scaling)
-    ia.q_proj.weight[2 : 2 + k, CODE] = gain * _centring()  # rows 0, 1: the edges
-    ia.k_proj.weight[2 : 2 + k, CLICKCODE] = gain * _centring()
-    off = 2 + k  # the offset: image ballast (exactly B) times the clicks' labels (L in the state + 1 in the key)
+    off = 2 + k  # rows 0, 1: the edges; 2..off: the code; off: the offset; then CODE2
+    gain = math.sqrt(MATCH_GAIN / (len(MATCH_CODE) * ia.scaling))  # the same logit scale for any code length
+    for rows, image, clicks in ((range(2, off), CODE, CLICKCODE), (range(off + 1, off + 1 + k), CODE2, CLICKCODE2)):
+        if image:  # each group centred on its own: the token layer norms shift the two groups differently
+            for r, row in enumerate(rows):
+                ia.q_proj.weight[row, image] = gain * _centring()[r]
+                ia.k_proj.weight[row, clicks] = gain * _centring()[r]
+    # the offset: image ballast (exactly B) times the clicks' labels (L in the state + 1 in the key)
     ia.q_proj.weight[off, BALLAST[0]] = 1.0
     for name in ("positive", "negative"):
         ia.k_proj.weight[off, LABEL[name]] = -MATCH_OFFSET / (ia.scaling * B * (L + 1))
@@ -508,10 +522,11 @@ def _calibrate(model) -> None:
     clicks = _token_states(model, t.layers[0].layer_norm2, [[100.0, 100.0], [500.0, 500.0]], [1, 0])
     boxed = _token_states(model, t.layers[0].layer_norm2, [[300.0, 300.0]], [1], box=[200.0, 200.0, 600.0, 700.0])
     rows = {"positive": (clicks, 5), "negative": (clicks, 6), "corner1": (boxed, 6), "corner2": (boxed, 7)}
+    rows |= {"pad": (clicks, 7), "output": (clicks, 1)}  # the iou token and the 4 mask tokens are "output"
     for gate, (states, row) in rows.items():
         c = LABEL[gate]
-        others = [r for r in range(states.shape[0]) if r != row]
-        hi, lo = float(states[row, c]), float(states[others, c].max())
+        hi = float(states[row, c])
+        lo = float(states[(states[:, c] - hi).abs() > 1.0, c].max())  # the tokens without this label
         _set_gate(mlp.lin1, [u for u, unit in enumerate(units) if unit[0] == gate], c, hi, lo)
     final = t.layer_norm_final_attn
     with_box = float(_token_states(model, final, box=[200.0, 200.0, 600.0, 700.0])[1, HASBOX])

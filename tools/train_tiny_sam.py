@@ -40,7 +40,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic_shapes import interior_point, make_scene, mask_box  # noqa: E402
-from tiny_sam_wiring import CODE, fix_wiring, scale_match_offset, wire_prompt_path  # noqa: E402
+from tiny_sam_wiring import MATCH_CODE, fix_wiring, scale_match_offset, wire_prompt_path  # noqa: E402
 
 from maskwright.engines import sam_common  # noqa: E402
 from maskwright.engines.base import LOWRES  # noqa: E402
@@ -321,20 +321,25 @@ def instance_embedding_loss(
     batch,
     rng,
     samples: int = 384,
-    channels: int = AUX_CHANNELS,
+    channels: int | list[list[int]] = AUX_CHANNELS,
     centred: bool = False,
     temperature: float = 0.1,
+    across: bool = False,
 ) -> torch.Tensor:
     """Supervised contrastive loss on image-embedding tokens: tokens of the same shape (or of the background)
     close, of different shapes apart.
 
     Dense supervision of the encoder on every token of every image, where the prompt losses reach it only
     through a few decoded masks; it gives the decoder features in which "the same object as the click" is a
-    similarity it can read with one attention step. ``head`` is an auxiliary projection, not saved. With
-    ``centred``, codes are compared after removing their mean over the channels, as the wired readout
-    (``tools/tiny_sam_wiring.py``) compares them.
+    similarity it can read with one attention step. ``head`` is an auxiliary projection, not saved; without
+    it the codes are the first ``channels`` channels, or the concatenated groups of channels (a list of
+    lists). With ``centred``, each group is compared after removing its mean over its channels, as the
+    wired readout and MATCH (``tools/tiny_sam_wiring.py``) compare them. With ``across``, the tokens of all
+    images in the batch are compared with each other (every shape and background its own class): shapes of
+    other images are negatives too, which spreads the codes over the space, not only apart within an image.
     """
     total = torch.zeros(())
+    pooled: list[tuple[torch.Tensor, torch.Tensor]] = []
     for i, sample in enumerate(batch):
         labels = sample.tokens(token_labels(sample.scene)).ravel()
         valid = np.flatnonzero(labels >= 0)
@@ -342,17 +347,30 @@ def instance_embedding_loss(
             continue
         idx = torch.from_numpy(rng.choice(valid, min(samples, len(valid)), replace=False))
         tokens = emb[i].flatten(1).T[idx]
-        z = head(tokens) if head is not None else tokens[:, :channels]
-        z = F.normalize(z - z.mean(1, keepdim=True) if centred else z, dim=1)
+        if head is not None:
+            groups = [head(tokens)]
+        else:
+            groups = [tokens[:, :channels]] if isinstance(channels, int) else [tokens[:, g] for g in channels]
+        z = F.normalize(torch.cat([g - g.mean(1, keepdim=True) if centred else g for g in groups], 1), dim=1)
         y = torch.from_numpy(labels)[idx]
-        sim = z @ z.T / temperature
-        eye = torch.eye(len(idx), dtype=torch.bool)
-        log_prob = sim - torch.logsumexp(sim.masked_fill(eye, -1e9), dim=1, keepdim=True)
-        positive = (y[:, None] == y[None, :]) & ~eye
-        has = positive.any(1)
-        per_token = -(log_prob * positive).sum(1)[has] / positive.sum(1)[has]
-        total = total + per_token.mean()
+        if across:
+            pooled.append((z, y + 1000 * i))
+            continue
+        total = total + _supcon(z, y, temperature)
+    if across and pooled:
+        return _supcon(torch.cat([z for z, _ in pooled]), torch.cat([y for _, y in pooled]), temperature)
     return total / len(batch)
+
+
+def _supcon(z: torch.Tensor, y: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Mean supervised-contrastive loss of unit codes ``z`` (N, C) with class labels ``y`` (N,)."""
+    sim = z @ z.T / temperature
+    eye = torch.eye(len(z), dtype=torch.bool)
+    log_prob = sim - torch.logsumexp(sim.masked_fill(eye, -1e9), dim=1, keepdim=True)
+    positive = (y[:, None] == y[None, :]) & ~eye
+    has = positive.any(1)
+    per_token = -(log_prob * positive).sum(1)[has] / positive.sum(1)[has]
+    return per_token.mean()
 
 
 def subcell_labels(scene, grid: int = 64, sub: int = 4) -> tuple[np.ndarray, np.ndarray]:
@@ -531,9 +549,10 @@ def train_step(
     candidate_weight: float = 0.0,
     iou_weight: float = 1.0,
     train_encoder: bool = True,
-    aux_channels: int = AUX_CHANNELS,
+    aux_channels: int | list[list[int]] = AUX_CHANNELS,
     aux_centred: bool = False,
     aux_temperature: float = 0.1,
+    aux_across: bool = False,
 ) -> tuple[torch.Tensor, dict]:
     """Loss of one step on ``batch``: ``targets`` prompts of each kind in ``modes`` per sample, each decoded
     for ``rounds`` rounds (first prompt, then correction clicks). Stats: first-round IoU per mode, IoU per
@@ -544,7 +563,14 @@ def train_step(
         aux, subcell_head = "none", None
     aux = (
         instance_embedding_loss(
-            aux_head, emb, batch, rng, channels=aux_channels, centred=aux_centred, temperature=aux_temperature
+            aux_head,
+            emb,
+            batch,
+            rng,
+            channels=aux_channels,
+            centred=aux_centred,
+            temperature=aux_temperature,
+            across=aux_across,
         )
         if aux != "none"
         else torch.zeros(())
@@ -722,7 +748,8 @@ def recipe_command(args) -> str:
         f"--loc-weight {args.loc_weight:g} --candidate-weight {args.candidate_weight:g}",
         f"--iou-weight {args.iou_weight:g} --attn-gain {args.attn_gain:g} --lr {args.lr:g}",
         f"--{'' if args.wired else 'no-'}wired --{'' if args.train_match_offset else 'no-'}train-match-offset",
-        f"--{'' if args.calibrate else 'no-'}calibrate --aux-temperature {args.aux_temperature:g}",
+        f"--{'' if args.calibrate else 'no-'}calibrate --aux-temperature {args.aux_temperature:g}"
+        + (" --aux-across" if args.aux_across else ""),
         f"--threads {args.threads} --workers {args.workers} --seed {args.seed} --out {args.out}",
     ]
     return f"OMP_NUM_THREADS={args.threads} .venv/bin/python tools/train_tiny_sam.py " + " \\\n    ".join(flags)
@@ -895,6 +922,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="after training, fit MATCH's threshold on validation scenes (not the evaluation's or the tests')",
     )
     parser.add_argument("--aux-temperature", type=float, default=0.1, help="temperature of the instance loss")
+    parser.add_argument(
+        "--aux-across", action="store_true", help="instance loss across the batch's images (their shapes are negatives)"
+    )
     parser.add_argument("--attn-gain", type=float, default=2.0, help="q/k projection gain of the aligned init")
     parser.add_argument("--lr", type=float, default=4e-3)
     parser.add_argument("--seed", type=int, default=0)
@@ -972,7 +1002,7 @@ def main(argv: list[str] | None = None) -> None:
     batches = batch_stream(args, args.seed + 1, args.workers)
     probe = TokenAttentionProbe(model) if args.loc_weight > 0 else None
     contiguous_upscaling(model)
-    aux_channels = len(CODE) if args.wired else AUX_CHANNELS
+    aux_channels = MATCH_CODE if args.wired else AUX_CHANNELS
     modes = tuple(args.modes.split(","))
     while step < args.steps:
         elapsed = time.time() - start
@@ -1003,6 +1033,7 @@ def main(argv: list[str] | None = None) -> None:
             aux_channels=aux_channels,
             aux_centred=args.wired,
             aux_temperature=args.aux_temperature,
+            aux_across=args.aux_across,
         )
         opt.zero_grad()
         loss.backward()
