@@ -1,6 +1,8 @@
 """Train the tiny SAM test fixture (``tests/fixtures/tiny-sam``) on synthetic shapes, on a CPU.
 
-    OMP_NUM_THREADS=1 .venv/bin/python tools/train_tiny_sam.py --out /tmp/tiny-sam   # the fixture's recipe (both cores)
+    OMP_NUM_THREADS=1 .venv/bin/python tools/train_tiny_sam.py --out /tmp/tiny-sam   # the current recipe (both cores)
+
+(The committed fixture was made by an earlier recipe: its README has the command.)
 
 A ``transformers.SamModel`` with real SAM geometry (1024x1024 input, 16 px patches -> 64x64 embedding,
 256x256 low-res logits) and everything else tiny, trained with the *real* maskwright pre-processing
@@ -14,8 +16,9 @@ candidates; the IoU head regresses the true IoU of every candidate. The decoder'
 clicks, gather the content there, know the box) is wired by hand and kept (``--wired``, the default:
 ``tools/tiny_sam_wiring.py``); the rest -- above all the encoder's codes -- is learned.
 
-With ``--calibrate``, MATCH's threshold (how alike a pixel's code must be to a click's) is fitted after
-training on validation scenes (:func:`calibrate_match_offset`).
+With ``--calibrate`` (the default), MATCH's threshold (how alike a pixel's code must be to a click's) is
+fitted after training on validation scenes (:func:`calibrate_match_offset`). The instance loss compares
+the codes of all images in a step (``--aux-across``, the default), not only within each image.
 
 The schedule is step-based (cosine over ``--steps``, so the same command gives the same model on a busy or
 an idle CPU); the model is saved every few minutes, so a cut-off run still leaves a usable fixture. At the
@@ -748,8 +751,8 @@ def recipe_command(args) -> str:
         f"--loc-weight {args.loc_weight:g} --candidate-weight {args.candidate_weight:g}",
         f"--iou-weight {args.iou_weight:g} --attn-gain {args.attn_gain:g} --lr {args.lr:g}",
         f"--{'' if args.wired else 'no-'}wired --{'' if args.train_match_offset else 'no-'}train-match-offset",
-        f"--{'' if args.calibrate else 'no-'}calibrate --aux-temperature {args.aux_temperature:g}"
-        + (" --aux-across" if args.aux_across else ""),
+        f"--{'' if args.calibrate else 'no-'}calibrate --aux-temperature {args.aux_temperature:g}",
+        f"--{'' if args.aux_across else 'no-'}aux-across",
         f"--threads {args.threads} --workers {args.workers} --seed {args.seed} --out {args.out}",
     ]
     return f"OMP_NUM_THREADS={args.threads} .venv/bin/python tools/train_tiny_sam.py " + " \\\n    ".join(flags)
@@ -861,7 +864,7 @@ def batch_stream(args, seed: int, workers: int = 0):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=str(REPO / "tests" / "fixtures" / "tiny-sam"))
-    parser.add_argument("--steps", type=int, default=3100, help="optimizer steps (the learning-rate schedule's length)")
+    parser.add_argument("--steps", type=int, default=2800, help="optimizer steps (the learning-rate schedule's length)")
     parser.add_argument("--minutes", type=float, default=30.0, help="wall-clock cap; stops early if reached")
     parser.add_argument("--batch", type=int, default=2, help="images per step")
     parser.add_argument("--crop", type=int, default=32, help="square crops of this many tokens (64: full frame)")
@@ -918,12 +921,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--calibrate",
         action=argparse.BooleanOptionalAction,
-        default=False,
+        default=True,
         help="after training, fit MATCH's threshold on validation scenes (not the evaluation's or the tests')",
     )
     parser.add_argument("--aux-temperature", type=float, default=0.1, help="temperature of the instance loss")
     parser.add_argument(
-        "--aux-across", action="store_true", help="instance loss across the batch's images (their shapes are negatives)"
+        "--aux-across",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="instance loss across the batch's images (their shapes are negatives too)",
     )
     parser.add_argument("--attn-gain", type=float, default=2.0, help="q/k projection gain of the aligned init")
     parser.add_argument("--lr", type=float, default=4e-3)
