@@ -31,7 +31,9 @@ into "the content to look for, and where" is set by hand and kept fixed while th
    clicks) and takes +1 from a positive click, -2 from a negative one, into ``MATCH``: ~+1 where the
    image looks like a positive click, below 0 where it looks like a negative one, 0 elsewhere. Two
    clicks give an OR of their shapes here; the mean of their codes (``READ``) points between the two
-   shapes, often onto a third.
+   shapes, often onto a third. MATCH is not limited to the upscaled channels: with ``MATCH_EXTRA`` it
+   compares ``K`` more image channels too (``CODE2``; the instance loss shapes both groups), which every
+   token gathers in step 3 and only the clicks keep (the first MLP cancels them in the others).
 6. **Collect.** The second self-attention makes the mask tokens average the signed codes of all clicks
    into ``READ`` (one click -> its code; clicks on A and B -> (A + B) / 2; a negative click on B ->
    (A + B - 2B) / 3) and note whether there is a box (``HASBOX``). Layer 2's token->image attention
