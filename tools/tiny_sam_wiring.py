@@ -96,8 +96,8 @@ BOX = _OUT[1 : K + 1]  # mask tokens: mean image code inside the box
 REFINED = _OUT[K + 1 : 2 * K + 1]  # mask tokens: mean image code where the clicks' code matches
 CLICKCODE2 = _FREE[4 * K + 9 : 5 * K + 9] if CLICK_MATCH and MATCH_EXTRA else []  # clicks: CODE2 there, else 0
 PROTECTED = sorted(
-    {*CODE, *SIGNED, MIRROR, *LABEL.values(), *BALLAST, *READ, *CLICKCODE, *CLICKCODE2, *LOW_COPY, HASBOX, *BOX}
-    | {*REFINED}
+    {*CODE, *SIGNED, MIRROR, *LABEL.values(), *BALLAST, *READ, *CLICKCODE, *CLICKCODE2, *LOW_COPY}
+    | {HASBOX, *BOX, *REFINED}
 )
 # What an output token's state holds in these channels depends on the whole image it was decoded with (its
 # uniform layer-1 gather of CODE, the box gather without a box, and MIRROR): a 512 px training crop gives
@@ -528,7 +528,7 @@ def _calibrate(model) -> None:
     for gate, (states, row) in rows.items():
         c = LABEL[gate]
         hi = float(states[row, c])
-        lo = float(states[(states[:, c] - hi).abs() > 1.0, c].max())  # the tokens without this label
+        lo = float(states[(states[:, c] - hi).abs() > L / 2, c].max())  # the tokens without this label
         _set_gate(mlp.lin1, [u for u, unit in enumerate(units) if unit[0] == gate], c, hi, lo)
     final = t.layer_norm_final_attn
     with_box = float(_token_states(model, final, box=[200.0, 200.0, 600.0, 700.0])[1, HASBOX])

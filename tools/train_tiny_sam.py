@@ -357,7 +357,7 @@ def instance_embedding_loss(
         z = F.normalize(torch.cat([g - g.mean(1, keepdim=True) if centred else g for g in groups], 1), dim=1)
         y = torch.from_numpy(labels)[idx]
         if across:
-            pooled.append((z, y + 1000 * i))
+            pooled.append((z, y + 1000 * i))  # a class per image and shape (labels are < 1000)
             continue
         total = total + _supcon(z, y, temperature)
     if across and pooled:
