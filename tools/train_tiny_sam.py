@@ -341,8 +341,9 @@ def instance_embedding_loss(
     images in the batch are compared with each other (every shape and background its own class): shapes of
     other images are negatives too, which spreads the codes over the space, not only apart within an image.
     """
-    total = torch.zeros(())
-    pooled: list[tuple[torch.Tensor, torch.Tensor]] = []
+    if isinstance(channels, int):
+        channels = [list(range(channels))]
+    pooled: list[tuple[torch.Tensor, torch.Tensor]] = []  # (codes, labels) of each image with 2+ classes
     for i, sample in enumerate(batch):
         labels = sample.tokens(token_labels(sample.scene)).ravel()
         valid = np.flatnonzero(labels >= 0)
@@ -350,19 +351,12 @@ def instance_embedding_loss(
             continue
         idx = torch.from_numpy(rng.choice(valid, min(samples, len(valid)), replace=False))
         tokens = emb[i].flatten(1).T[idx]
-        if head is not None:
-            groups = [head(tokens)]
-        else:
-            groups = [tokens[:, :channels]] if isinstance(channels, int) else [tokens[:, g] for g in channels]
+        groups = [head(tokens)] if head is not None else [tokens[:, g] for g in channels]
         z = F.normalize(torch.cat([g - g.mean(1, keepdim=True) if centred else g for g in groups], 1), dim=1)
-        y = torch.from_numpy(labels)[idx]
-        if across:
-            pooled.append((z, y + 1000 * i))  # a class per image and shape (labels are < 1000)
-            continue
-        total = total + _supcon(z, y, temperature)
+        pooled.append((z, torch.from_numpy(labels)[idx] + 1000 * i))  # a class per image and shape (< 1000)
     if across and pooled:
         return _supcon(torch.cat([z for z, _ in pooled]), torch.cat([y for _, y in pooled]), temperature)
-    return total / len(batch)
+    return sum((_supcon(z, y, temperature) for z, y in pooled), torch.zeros(())) / len(batch)
 
 
 def _supcon(z: torch.Tensor, y: torch.Tensor, temperature: float) -> torch.Tensor:
