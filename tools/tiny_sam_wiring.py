@@ -347,11 +347,11 @@ def _wire_match(ia) -> None:
     k = len(CODE)
     off = 2 + k  # rows 0, 1: the edges; 2..off: the code; off: the offset; then CODE2
     gain = math.sqrt(MATCH_GAIN / (len(MATCH_CODE) * ia.scaling))  # the same logit scale for any code length
-    for rows, image, clicks in ((range(2, off), CODE, CLICKCODE), (range(off + 1, off + 1 + k), CODE2, CLICKCODE2)):
-        if image:  # each group centred on its own: the token layer norms shift the two groups differently
-            for r, row in enumerate(rows):
-                ia.q_proj.weight[row, image] = gain * _centring()[r]
-                ia.k_proj.weight[row, clicks] = gain * _centring()[r]
+    centre = gain * _centring()  # each group centred on its own: the token layer norms shift them differently
+    for first, image, clicks in ((2, CODE, CLICKCODE), (off + 1, CODE2, CLICKCODE2)):
+        for r, row in enumerate(range(first, first + len(image))):
+            ia.q_proj.weight[row, image] = centre[r]
+            ia.k_proj.weight[row, clicks] = centre[r]
     # the offset: image ballast (exactly B) times the clicks' labels (L in the state + 1 in the key)
     ia.q_proj.weight[off, BALLAST[0]] = 1.0
     for name in ("positive", "negative"):
