@@ -349,9 +349,9 @@ def _wire_match(ia) -> None:
     gain = math.sqrt(MATCH_GAIN / (len(MATCH_CODE) * ia.scaling))  # the same logit scale for any code length
     centre = gain * _centring()  # each group centred on its own: the token layer norms shift them differently
     for first, image, clicks in ((2, CODE, CLICKCODE), (off + 1, CODE2, CLICKCODE2)):
-        for r, row in enumerate(range(first, first + len(image))):
-            ia.q_proj.weight[row, image] = centre[r]
-            ia.k_proj.weight[row, clicks] = centre[r]
+        for r in range(len(image)):
+            ia.q_proj.weight[first + r, image] = centre[r]
+            ia.k_proj.weight[first + r, clicks] = centre[r]
     # the offset: image ballast (exactly B) times the clicks' labels (L in the state + 1 in the key)
     ia.q_proj.weight[off, BALLAST[0]] = 1.0
     for name in ("positive", "negative"):
