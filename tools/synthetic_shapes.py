@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 SHAPE_KINDS = ("ellipse", "polygon", "rectangle")
+MIN_COLOR_DISTANCE = 70.0  # default distance (RGB L2, 0-255) between the colors of a scene's shapes and background
 
 
 @dataclass
@@ -104,13 +105,15 @@ def make_scene(
     n_shapes: int | None = None,
     min_visible: float = 0.6,
     min_area_fraction: float = 0.004,
+    min_color_distance: float = MIN_COLOR_DISTANCE,
 ) -> Scene:
     """A random scene of ``n_shapes`` (default 2-5) textured shapes on a textured background.
 
     Shapes are drawn in order, later ones occluding earlier ones; a shape is kept only if at least
     ``min_visible`` of it stays visible and its visible area is at least ``min_area_fraction`` of the
     image, so every returned mask is a clear target. Colors of shapes differ from the background and
-    from each other, so each shape is a well-defined object.
+    from each other by at least ``min_color_distance`` (RGB L2, 0-255; the best of 50 draws if none is that
+    far), so each shape is a well-defined object.
     """
     if height < 16 or width < 16:
         raise ValueError(f"height and width must be >= 16 pixels, got {height}x{width}")
@@ -133,7 +136,7 @@ def make_scene(
         visible_after = [m & ~mask for m in masks]
         if any(v.sum() < min_visible * m.sum() for v, m in zip(visible_after, masks)):
             continue  # would hide too much of an earlier shape
-        color = random_color(rng, colors, 70.0)
+        color = random_color(rng, colors, min_color_distance)
         fill = textured_fill(rng, height, width, color, float(rng.uniform(8, 25)))
         image[mask] = fill[mask]
         masks = visible_after + [mask]
