@@ -8,6 +8,7 @@ images (``tests/test_tiny_sam.py``). Pure numpy + OpenCV; deterministic for a gi
     scene.image          # HxWx3 uint8 RGB
     scene.masks          # (S, H, W) bool visible mask of each shape (later shapes occlude earlier ones)
     scene.kinds          # ["ellipse", "polygon", "rectangle", ...]
+    scene.colors         # (S + 1, 3) float32 base RGB colors: the background's, then each shape's
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ MIN_COLOR_DISTANCE = 70.0  # default distance (RGB L2, 0-255) between the colors
 
 @dataclass
 class Scene:
-    """image: HxWx3 uint8 RGB; masks: (S, H, W) bool visible masks; kinds: shape kind of each mask."""
+    """image: HxWx3 uint8 RGB; masks: (S, H, W) bool visible masks; kinds: shape kind of each mask;
+    colors: (S + 1, 3) float32 base RGB colors (0-255) before texture and noise, the background's first."""
 
     image: np.ndarray
     masks: np.ndarray
     kinds: list[str]
+    colors: np.ndarray
 
 
 def smooth_noise(rng: np.random.Generator, height: int, width: int, cells: int) -> np.ndarray:
@@ -144,7 +147,7 @@ def make_scene(
         kinds.append(kind)
     image = np.clip(image + rng.normal(0, 3, image.shape), 0, 255).astype(np.uint8)
     stacked = np.stack(masks) if masks else np.zeros((0, height, width), bool)
-    return Scene(image=image, masks=stacked, kinds=kinds)
+    return Scene(image=image, masks=stacked, kinds=kinds, colors=np.stack(colors).astype(np.float32))
 
 
 def interior_point(mask: np.ndarray, rng: np.random.Generator | None = None) -> tuple[float, float]:
