@@ -7,11 +7,12 @@ or a box must recover the shape; a coordinate or padding bug anywhere on the pat
 the mask and fails these bars (``test_coordinate_bug_is_caught`` checks that on purpose).
 
 Status: the committed fixture's prompt path is wired by hand (``tools/tiny_sam_wiring.py``) and the rest
-trained on a 2-core CPU, its click-matching threshold fitted on validation scenes afterwards. On this
-module's scenes: click IoU 0.89 (min 0.82), box IoU 0.87 (min 0.69), two clicks cover B 0.86, the negative
-click leaves 0.00 of B and A at 0.89 -- issue 4's bars hold. Only the segment-everything recall stays
-``xfail``: the fixture's IoU head scores its good masks too low for SAM's default filters (it runs, and
-reports XPASS once a fixture meets it).
+trained on a 2-core CPU by the trainer's default recipe, its click-matching threshold fitted on validation
+scenes afterwards. On this module's scenes (``tools/tiny_sam_bars.py``: 32 shapes, colors >= 120 apart):
+click IoU 0.90, box IoU 0.89, two clicks cover B 0.94, the negative click leaves 0.02 of B and A at 0.91 --
+issue 4's bars hold, and on 19 of 20 other draws of such scenes too. Only the segment-everything recall
+stays ``xfail``: the fixture's IoU head scores its good masks too low for SAM's default filters (it runs,
+and reports XPASS once a fixture meets it).
 """
 
 from __future__ import annotations
@@ -34,13 +35,13 @@ FIXTURE = REPO / "tests" / "fixtures" / "tiny-sam"
 sys.path.insert(0, str(REPO / "tools"))
 from synthetic_shapes import interior_point, mask_box  # noqa: E402
 from tiny_sam_bars import (  # noqa: E402
-    BOX_BARS,
-    CLICK_BARS,
+    IOU_BARS,
     NEGATIVE_BARS,
     SIZES,
     bar_scenes,
     box_ious,
     click_ious,
+    iou_bars,
     negative_click_shares,
 )
 
@@ -127,16 +128,20 @@ def test_masks_land_on_the_shapes(predictor, scenes, monkeypatch):
     assert good >= GOOD_PRECISION > bad, f"precision on shapes {good:.3f} (real path) vs {bad:.3f} (padding bug)"
 
 
+def assert_iou_bars(ious: list[float], scenes, what: str) -> None:
+    bars = iou_bars(ious, scenes)
+    detail = f"{what} IoU per shape: {np.round(ious, 2).tolist()}"
+    assert bars["mean"] >= IOU_BARS["mean"], f"mean {bars['mean']:.3f}; {detail}"
+    assert bars["size_mean"] >= IOU_BARS["size_mean"], f"one image size's mean {bars['size_mean']:.3f}; {detail}"
+    assert bars["low_share"] <= IOU_BARS["low_share"], f"{bars['low_share']:.0%} below {IOU_BARS['low']}; {detail}"
+
+
 def test_one_click_segments_the_shape(predictor, scenes):
-    ious = click_ious(predictor, scenes)
-    assert np.mean(ious) >= CLICK_BARS[0], f"mean click IoU {np.mean(ious):.3f}: {np.round(ious, 2).tolist()}"
-    assert min(ious) >= CLICK_BARS[1], f"worst click IoU {min(ious):.3f}: {np.round(ious, 2).tolist()}"
+    assert_iou_bars(click_ious(predictor, scenes), scenes, "click")
 
 
 def test_box_segments_the_shape(predictor, scenes):
-    ious = box_ious(predictor, scenes)
-    assert np.mean(ious) >= BOX_BARS[0], f"mean box IoU {np.mean(ious):.3f}: {np.round(ious, 2).tolist()}"
-    assert min(ious) >= BOX_BARS[1], f"worst box IoU {min(ious):.3f}: {np.round(ious, 2).tolist()}"
+    assert_iou_bars(box_ious(predictor, scenes), scenes, "box")
 
 
 def test_negative_click_removes_wrongly_included_shape(predictor, scenes):
@@ -173,11 +178,14 @@ def test_onnx_decoder_matches_torch(predictor, scenes):
 
 def test_coordinate_bug_is_caught(predictor, scenes, monkeypatch):
     """Sanity check of the bars above: scaling points by (1024 / W, 1024 / H), as if the image had been
-    squashed to a square instead of resized and padded (a classic bug), must fail the 0.85 click bar."""
-    good = np.mean(click_ious(predictor, scenes))
+    squashed to a square instead of resized and padded (a classic bug), must fail the click bars -- every
+    one of them, not only by a hair."""
+    good = iou_bars(click_ious(predictor, scenes), scenes)
     monkeypatch.setattr(predictor.engine, "_transform_coords", sam_common.transform_coords_sam2)
-    bad = np.mean(click_ious(predictor, scenes))
-    assert bad < 0.85 <= good, f"click IoU {good:.3f} with the real transform, {bad:.3f} with a broken one"
+    bad = iou_bars(click_ious(predictor, scenes), scenes)
+    assert good["pass"], good
+    assert bad["mean"] < IOU_BARS["mean"] and bad["size_mean"] < IOU_BARS["size_mean"], bad
+    assert bad["low_share"] > IOU_BARS["low_share"], bad
 
 
 def grid_records(predictor, scene, **thresholds):

@@ -2,11 +2,17 @@
 
     .venv/bin/python tools/tiny_sam_bars.py tests/fixtures/tiny-sam [more model dirs ...] --draws 20
 
-``tests/test_tiny_sam.py`` measures a model on one set of scenes (:func:`bar_scenes` with seed 2024: two
-300x500 and two 700x240 scenes of 4 shapes each) with the functions below and asserts the bars. One set is
+``tests/test_tiny_sam.py`` measures a model on one set of scenes (:func:`bar_scenes` with seed 2024: four
+300x500 and four 700x240 scenes of 4 shapes each) with the functions below and asserts the bars. One set is
 one draw: this tool measures the same bars on ``--draws`` more sets (seeds 0, 1, ...) and counts how many
 pass, so a model that passes the tests by luck of the draw shows here. Everything goes through the real
 ``maskwright.Predictor`` (the torch decoder; the tests show ONNX gives the same masks).
+
+The bars for one click and one box per shape: IoU mean >= 0.85 (issue 4), each image size's mean >= 0.8 (a
+transform wrong for one aspect ratio cannot hide in the mean), and at most a tenth of the shapes below 0.6
+(a bug that breaks some prompts, e.g. near the padded edge, cannot either). Not the worst shape: over 16
+shapes that is the model's tail -- a click spilling onto another shape -- and models whose mean is 0.89 pass
+it on half the draws (docs/benchmarks.md, "Session 16").
 """
 
 from __future__ import annotations
@@ -25,17 +31,41 @@ from maskwright.masks import iou  # noqa: E402
 
 TEST_SEED = 2024  # the tests' draw; training uses seed 0's stream, the trainer's evaluation 12345
 SIZES = ((300, 500), (700, 240))  # (H, W): wide and tall, neither a multiple of 16
-CLICK_BARS = BOX_BARS = (0.85, 0.6)  # IoU: mean over the shapes, and the worst shape
+SCENES_PER_SIZE = 4
+IOU_BARS = {"mean": 0.85, "size_mean": 0.8, "low": 0.6, "low_share": 0.1}  # for clicks and for boxes
 NEGATIVE_BARS = (0.8, 0.1, 0.8)  # B covered by two clicks >=, B left after the negative click <=, A kept >=
 
 
-def bar_scenes(seed: int = TEST_SEED, min_color_distance: float = MIN_COLOR_DISTANCE) -> list[Scene]:
-    """Two scenes of 4 shapes at each of SIZES, drawn from ``seed``."""
+def bar_scenes(
+    seed: int = TEST_SEED, min_color_distance: float = MIN_COLOR_DISTANCE, per_size: int = SCENES_PER_SIZE
+) -> list[Scene]:
+    """``per_size`` scenes of 4 shapes at each of SIZES (in that order), drawn from ``seed``."""
     rng = np.random.default_rng(seed)
     scenes = []
     for h, w in SIZES:
-        scenes += [make_scene(rng, h, w, n_shapes=4, min_color_distance=min_color_distance) for _ in range(2)]
+        scenes += [make_scene(rng, h, w, n_shapes=4, min_color_distance=min_color_distance) for _ in range(per_size)]
     return scenes
+
+
+def iou_bars(ious: list[float], scenes: list[Scene]) -> dict[str, float | bool]:
+    """The numbers :data:`IOU_BARS` judge, for one IoU per shape of ``scenes`` (in order), and whether they
+    pass: ``mean``, ``size_mean`` (the lowest of the image sizes' means), ``low_share`` (share below
+    ``IOU_BARS["low"]``), ``worst``."""
+    ious_arr = np.asarray(ious, dtype=float)
+    sizes = np.repeat([scene.image.shape[:2] for scene in scenes], [len(scene.masks) for scene in scenes], axis=0)
+    size_means = [ious_arr[(sizes == size).all(1)].mean() for size in np.unique(sizes, axis=0)]
+    r: dict[str, float | bool] = {
+        "mean": float(ious_arr.mean()),
+        "size_mean": float(min(size_means)),
+        "low_share": float((ious_arr < IOU_BARS["low"]).mean()),
+        "worst": float(ious_arr.min()),
+    }
+    r["pass"] = (
+        r["mean"] >= IOU_BARS["mean"]
+        and r["size_mean"] >= IOU_BARS["size_mean"]
+        and r["low_share"] <= IOU_BARS["low_share"]
+    )
+    return r
 
 
 def click_ious(predictor: Predictor, scenes: list[Scene], best_of_all: bool = False) -> list[float]:
@@ -80,24 +110,16 @@ def negative_click_shares(predictor: Predictor, scenes: list[Scene]) -> tuple[li
 
 def measure(predictor: Predictor, scenes: list[Scene]) -> dict[str, float | bool]:
     """Every bar's numbers on ``scenes``, and whether each group of bars passes."""
-    click, box = click_ious(predictor, scenes), box_ious(predictor, scenes)
+    r: dict[str, float | bool] = {}
+    for name, ious in (("click", click_ious(predictor, scenes)), ("box", box_ious(predictor, scenes))):
+        r |= {f"{name}_{key}": value for key, value in iou_bars(ious, scenes).items()}
+    r["click_best_of_3_mean"] = float(np.mean(click_ious(predictor, scenes, best_of_all=True)))
     before, after, kept = negative_click_shares(predictor, scenes)
-    r: dict[str, float | bool] = {
-        "click_mean": float(np.mean(click)),
-        "click_min": float(min(click)),
-        "click_best_of_3_mean": float(np.mean(click_ious(predictor, scenes, best_of_all=True))),
-        "box_mean": float(np.mean(box)),
-        "box_min": float(min(box)),
-        "b_covered": float(np.mean(before)),
-        "b_left": float(np.mean(after)),
-        "a_kept": float(np.mean(kept)),
-    }
-    r["click_pass"] = r["click_mean"] >= CLICK_BARS[0] and r["click_min"] >= CLICK_BARS[1]
-    r["box_pass"] = r["box_mean"] >= BOX_BARS[0] and r["box_min"] >= BOX_BARS[1]
+    r |= {"b_covered": float(np.mean(before)), "b_left": float(np.mean(after)), "a_kept": float(np.mean(kept))}
     r["negative_pass"] = (
         r["b_covered"] >= NEGATIVE_BARS[0] and r["b_left"] <= NEGATIVE_BARS[1] and r["a_kept"] >= NEGATIVE_BARS[2]
     )
-    r["all_pass"] = r["click_pass"] and r["box_pass"] and r["negative_pass"]
+    r["all_pass"] = bool(r["click_pass"] and r["box_pass"] and r["negative_pass"])
     return r
 
 
@@ -108,23 +130,26 @@ def main() -> None:
     parser.add_argument("models", nargs="+", help="tiny SAM directories (config.json + model.safetensors)")
     parser.add_argument("--draws", type=int, default=20, help="scene sets besides the tests' (seeds 0..N-1)")
     parser.add_argument("--color-distance", type=float, default=MIN_COLOR_DISTANCE, help="scenes' min color distance")
+    parser.add_argument("--scenes-per-size", type=int, default=SCENES_PER_SIZE, help="scenes of each size per draw")
     args = parser.parse_args()
     for model in args.models:
         predictor = Predictor(load_sam_engine(model, decoder="torch"))
-        test = measure(predictor, bar_scenes(TEST_SEED, args.color_distance))
-        draws = [measure(predictor, bar_scenes(seed, args.color_distance)) for seed in range(args.draws)]
-        print(f"{model} (colors >= {args.color_distance:g} apart)")
+        scene_args = (args.color_distance, args.scenes_per_size)
+        test = measure(predictor, bar_scenes(TEST_SEED, *scene_args))
+        draws = [measure(predictor, bar_scenes(seed, *scene_args)) for seed in range(args.draws)]
+        print(f"{model} (colors >= {args.color_distance:g} apart, {args.scenes_per_size} scenes per size)")
         print(
-            f"  tests' scenes: {'PASS' if test['all_pass'] else 'FAIL'}  click {test['click_mean']:.3f} / "
-            f"{test['click_min']:.3f}  box {test['box_mean']:.3f} / {test['box_min']:.3f}  negative "
-            f"{test['b_covered']:.2f} / {test['b_left']:.2f} / {test['a_kept']:.2f}"
+            f"  tests' scenes: {'PASS' if test['all_pass'] else 'FAIL'}  click {test['click_mean']:.3f} (size "
+            f"{test['click_size_mean']:.3f}, low {test['click_low_share']:.2f})  box {test['box_mean']:.3f} (size "
+            f"{test['box_size_mean']:.3f}, low {test['box_low_share']:.2f})  negative {test['b_covered']:.2f} / "
+            f"{test['b_left']:.2f} / {test['a_kept']:.2f}"
         )
         counts = {k: sum(bool(d[k]) for d in draws) for k in ("all_pass", "click_pass", "box_pass", "negative_pass")}
         print(
             f"  {args.draws} other draws pass: all bars {counts['all_pass']}, click {counts['click_pass']}, "
             f"box {counts['box_pass']}, negative click {counts['negative_pass']}"
         )
-        for key in [k for k in test if not k.endswith("_pass")]:
+        for key in [k for k in test if not k.endswith("pass")]:
             values = np.array([d[key] for d in draws])
             print(f"  {key:22s} median {np.median(values):.3f}  range {values.min():.3f}-{values.max():.3f}")
 

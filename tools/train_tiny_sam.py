@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python tools/train_tiny_sam.py --out /tmp/tiny-sam   # the current recipe (both cores)
 
-(The committed fixture was made by an earlier recipe: its README has the command.)
+(The committed fixture is this recipe with ``--seed 0``: its README has the command and the numbers.)
 
 A ``transformers.SamModel`` with real SAM geometry (1024x1024 input, 16 px patches -> 64x64 embedding,
 256x256 low-res logits) and everything else tiny, trained with the *real* maskwright pre-processing
@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from synthetic_shapes import interior_point, make_scene, mask_box  # noqa: E402
+from synthetic_shapes import MIN_COLOR_DISTANCE, interior_point, make_scene, mask_box  # noqa: E402
 from tiny_sam_wiring import MATCH_CODE, fix_wiring, scale_match_offset, wire_prompt_path  # noqa: E402
 
 from maskwright.engines import sam_common  # noqa: E402
@@ -768,7 +768,8 @@ def write_readme(out: Path, args, steps: int, seconds: float, metrics: dict) -> 
         f"{n_params:,} parameters, `model.safetensors` {size / 1e6:.2f} MB (float32).",
         "",
         "Trained from scratch on synthetic scenes (`tools/synthetic_shapes.py`: textured ellipses, polygons and",
-        "rectangles on textured backgrounds) with maskwright's real SAM pre-processing, mixed prompts (click,",
+        f"rectangles on textured backgrounds, colors >= {MIN_COLOR_DISTANCE:g} apart) with maskwright's real SAM",
+        "pre-processing, mixed prompts (click,",
         "jittered box, two clicks -> union then a negative click), correction clicks from the error region and",
         "previous logits as `mask_input`, plus a supervised-contrastive instance loss on the image embedding"
         + (" and a loss making each token predict its 4x4 sub-cell mask" if args.subcells else "")
