@@ -251,3 +251,31 @@ def test_instance_loss_across_images_separates_look_alikes_of_other_images():
 
     assert loss(shared=True, across=False) == pytest.approx(loss(shared=False, across=False))
     assert loss(shared=True, across=True) > loss(shared=False, across=True) + 0.5
+
+
+def test_supervised_contrastive_loss_is_its_definition():
+    """SupCon per token: -mean over its positives p of log(exp(s_ip) / sum over k != i of exp(s_ik)), written
+    out with (N, N) masks; the trainer's O(N C) form must give the same value and gradient, and skip tokens
+    without a positive."""
+    torch.manual_seed(0)
+    z0 = torch.nn.functional.normalize(torch.randn(60, 8), dim=1)
+    y = torch.randint(0, 4, (60,))
+    y[7] = 99  # alone in its class: no positive, left out of the mean
+
+    def definition(z):
+        sim = z @ z.T / 0.1
+        others = ~torch.eye(len(z), dtype=torch.bool)
+        log_prob = sim - torch.stack([torch.logsumexp(sim[i][others[i]], 0) for i in range(len(z))])[:, None]
+        positive = (y[:, None] == y[None, :]) & others
+        per_token = [-log_prob[i][positive[i]].mean() for i in range(len(z)) if positive[i].any()]
+        return torch.stack(per_token).mean()
+
+    grads = []
+    for loss_of in (definition, lambda z: trainer._supcon(z, y, 0.1)):
+        z = z0.clone().requires_grad_()
+        value = loss_of(z)
+        value.backward()
+        grads.append((value.detach(), z.grad))
+    assert torch.allclose(grads[0][0], grads[1][0], atol=1e-5)
+    assert torch.allclose(grads[0][1], grads[1][1], atol=1e-6)
+    assert grads[1][1][7].abs().sum() > 0  # a lone token is still another token's negative
