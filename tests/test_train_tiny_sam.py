@@ -279,3 +279,29 @@ def test_supervised_contrastive_loss_is_its_definition():
     assert torch.allclose(grads[0][0], grads[1][0], atol=1e-5)
     assert torch.allclose(grads[0][1], grads[1][1], atol=1e-6)
     assert grads[1][1][7].abs().sum() > 0  # a lone token is still another token's negative
+
+
+def test_matmul_upscaling_is_the_transposed_convolutions(scene):
+    """The trainer's matrix-product upscaling gives the decoder's masks and gradients of nn.ConvTranspose2d."""
+    model = trainer.new_model(1, width=16, vit_hidden=16)
+    batch = [trainer.make_sample(scene, np.random.default_rng(0), grid=32)]
+    tasks = [trainer.Task(0, "click", batch[0], np.random.default_rng(seed)) for seed in (2, 3)]
+    full_pe = model.get_image_wide_positional_embeddings()[0].permute(1, 2, 0)
+    image_pe = batch[0].tokens(full_pe).permute(2, 0, 1)[None].expand(2, -1, -1, -1)
+
+    def masks_and_grads():
+        model.zero_grad()
+        emb = trainer.encode(model, batch).expand(2, -1, -1, -1)
+        masks, _ = trainer.decode(model, emb, image_pe, tasks, None, multimask=True)
+        (masks * torch.linspace(-1, 1, masks.shape[-1])).sum().backward()
+        return masks.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    masks, grads = masks_and_grads()
+    trainer.fast_upscaling(model)
+    fast_masks, fast_grads = masks_and_grads()
+    assert masks.shape == fast_masks.shape == (2, 3, 128, 128)
+    assert torch.allclose(masks, fast_masks, atol=1e-4 * masks.abs().max())
+    assert grads.keys() == fast_grads.keys() and "mask_decoder.upscale_conv1.weight" in grads
+    scale = max(float(g.abs().max()) for g in grads.values())  # some are zero up to rounding (key biases)
+    for name, grad in grads.items():
+        assert torch.allclose(grad, fast_grads[name], rtol=1e-3, atol=1e-5 * scale), name
