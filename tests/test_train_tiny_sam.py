@@ -305,3 +305,26 @@ def test_matmul_upscaling_is_the_transposed_convolutions(scene):
     scale = max(float(g.abs().max()) for g in grads.values())  # some are zero up to rounding (key biases)
     for name, grad in grads.items():
         assert torch.allclose(grad, fast_grads[name], rtol=1e-3, atol=1e-5 * scale), name
+
+
+def test_decode_on_the_full_frame_is_transformers(model, scene):
+    """On the whole frame, the trainer's decoder call (its dense no-mask broadcast over the embedding's
+    grid, the previous logits fed back) gives SamModel's masks and scores for the same prompt."""
+    sample = trainer.make_sample(scene, np.random.default_rng(0), grid=64)
+    task = trainer.Task(0, "click", sample, np.random.default_rng(4))
+    points, labels, _ = trainer.task_tokens(task)
+    with torch.no_grad():
+        emb = trainer.encode(model, [sample])
+        image_pe = model.get_image_wide_positional_embeddings()
+        first, first_iou = trainer.decode(model, emb, image_pe, [task], None, multimask=True)
+        again, _ = trainer.decode(model, emb, image_pe, [task], first[:, :1], multimask=False)
+        without, _ = trainer.decode(model, emb, image_pe, [task], None, multimask=False)
+        kwargs = dict(image_embeddings=emb, input_points=torch.from_numpy(points)[None, None], multimask_output=True)
+        kwargs["input_labels"] = torch.from_numpy(labels)[None, None]
+        expected = model(**kwargs)
+        expected_again = model(**kwargs | {"input_masks": first[:, :1], "multimask_output": False})
+    assert first.shape == (1, 3, 256, 256)
+    assert torch.allclose(first, expected.pred_masks[:, 0], atol=1e-4)
+    assert torch.allclose(first_iou, expected.iou_scores[:, 0], atol=1e-5)
+    assert torch.allclose(again, expected_again.pred_masks[:, 0], atol=1e-4)
+    assert (again - without).abs().max() > 1e-2  # the fed-back mask is used

@@ -432,7 +432,7 @@ def encode(model, batch: list[Sample]) -> torch.Tensor:
     crop's slice of the absolute position embedding (the stock forward accepts only the full frame), its
     layers computed as maskwright's encoder computes them (:func:`maskwright.engines.sam_vit.vit_layer`)."""
     encoder = model.vision_encoder
-    pixel = torch.from_numpy(np.concatenate([s.pixel for s in batch]))
+    pixel = torch.cat([torch.as_tensor(s.pixel) for s in batch])
     hidden = encoder.patch_embed.projection(pixel).permute(0, 2, 3, 1)
     if encoder.pos_embed is not None:
         hidden = hidden + torch.stack([s.tokens(encoder.pos_embed[0]) for s in batch])
@@ -452,9 +452,10 @@ def decode(model, image_embeddings, image_pe, tasks, masks_in, multimask: bool):
     sparse, dense = model.prompt_encoder(
         input_points=points, input_labels=labels, input_boxes=boxes, input_masks=masks_in
     )
-    dense = dense[..., :grid, :grid]  # the no-mask embedding is one vector broadcast over the full grid
-    if dense.shape[0] != n:
-        dense = dense.expand(n, -1, -1, -1)
+    if masks_in is None:
+        # The no-mask embedding: one vector broadcast over the grid. Broadcast over the crop's grid, not over
+        # the full frame's and then sliced: the slice's backward fills a full-frame gradient per task.
+        dense = model.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(n, -1, grid, grid)
     masks, iou = model.mask_decoder(
         image_embeddings=image_embeddings,
         image_positional_embeddings=image_pe,
@@ -855,7 +856,10 @@ def _produce(args, seed: int, queue) -> None:
     cv2.setNumThreads(1)
     rng = np.random.default_rng(seed)
     for step in itertools.count():
-        queue.put(step_batch(args, step, rng))
+        batch = step_batch(args, step, rng)
+        for sample in batch:  # torch tensors cross in shared memory, not as 12 MB a step through a pipe
+            sample.pixel = torch.from_numpy(np.ascontiguousarray(sample.pixel))
+        queue.put(batch)
 
 
 def batch_stream(args, seed: int, workers: int = 0):
@@ -866,7 +870,7 @@ def batch_stream(args, seed: int, workers: int = 0):
         rng = np.random.default_rng(seed)
         for step in itertools.count():  # endless: the worker branch below is for workers == 1 only
             yield step_batch(args, step, rng)
-    import multiprocessing as mp
+    import torch.multiprocessing as mp
 
     context = mp.get_context("spawn")
     queue = context.Queue(maxsize=4)
