@@ -97,18 +97,28 @@ def test_localisation_loss_falls_as_the_target_grows(model, scene):
     sample = trainer.make_sample(scene, rng, grid=32)
     task = trainer.Task(0, "box", sample, rng)
     probe = trainer.TokenAttentionProbe(model)
+    inputs = []  # what each token->image attention was called with
+    attentions = [m for n, m in model.mask_decoder.named_modules() if n.endswith("attn_token_to_image")]
+    hooks = [
+        m.register_forward_pre_hook(lambda m, a, kw: inputs.append((kw["query"], kw["key"])), with_kwargs=True)
+        for m in attentions
+    ]
     with torch.no_grad():
         emb = trainer.encode(model, [sample])
         pe = model.get_image_wide_positional_embeddings()[0].permute(1, 2, 0)
         image_pe = sample.tokens(pe).permute(2, 0, 1)[None]
         trainer.decode(model, emb, image_pe, [task], None, multimask=False)
         calls = probe.pop()
-        assert len(calls) == 3  # two two-way layers and the final token->image attention
+        assert len(calls) == 3 == len(inputs)  # two two-way layers and the final token->image attention
+        for (module, q, k), (query, key) in zip(calls, inputs):  # the probe keeps the projections
+            assert torch.equal(q, module.q_proj(query)) and torch.equal(k, module.k_proj(key))
         losses = []
         for side in (128, 64, 16, 4):
             target = torch.zeros(1, 1, 128, 128)
             target[..., :side, :side] = 1
             losses.append(float(trainer.localisation_loss(calls, target)))
+    for hook in hooks:
+        hook.remove()
     assert abs(losses[0]) < 1e-5
     assert losses == sorted(losses) and losses[-1] > losses[1] > 0
 

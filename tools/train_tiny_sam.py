@@ -495,19 +495,26 @@ def fast_upscaling(model) -> None:
 
 
 class TokenAttentionProbe:
-    """Captures the inputs of the mask decoder's token->image attentions (both two-way layers and the final
-    one) so that :func:`localisation_loss` can read where the output tokens look."""
+    """Captures the query and key projections of the mask decoder's token->image attentions (both two-way
+    layers and the final one) so that :func:`localisation_loss` can read where the output tokens look
+    without projecting the image tokens again (~2% of a training step)."""
 
     def __init__(self, model) -> None:
         self.calls: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []
+        self._queries: dict[nn.Module, torch.Tensor] = {}
         for name, module in model.mask_decoder.named_modules():
             if name.endswith("attn_token_to_image"):
-                module.register_forward_pre_hook(self._capture, with_kwargs=True)
+                module.q_proj.register_forward_hook(functools.partial(self._query, module))
+                module.k_proj.register_forward_hook(functools.partial(self._key, module))
 
-    def _capture(self, module, args, kwargs):
-        self.calls.append((module, kwargs["query"], kwargs["key"]))
+    def _query(self, attention, linear, args, output) -> None:
+        self._queries[attention] = output
+
+    def _key(self, attention, linear, args, output) -> None:  # the attention projects q, then k
+        self.calls.append((attention, self._queries.pop(attention), output))
 
     def pop(self) -> list[tuple[nn.Module, torch.Tensor, torch.Tensor]]:
+        """(attention, projected queries (N, 1, T, D), projected keys (N, 1, HW, D)) of each call since the last pop."""
         calls, self.calls = self.calls, []
         return calls
 
@@ -525,8 +532,8 @@ def localisation_loss(calls, target: torch.Tensor, n_out: int = 5) -> torch.Tens
     total = torch.zeros(())
     for module, query, key in calls:
         heads = module.num_attention_heads
-        q = module._separate_heads(module.q_proj(query[:, :, :n_out]), heads)
-        k = module._separate_heads(module.k_proj(key), heads)
+        q = module._separate_heads(query[:, :, :n_out], heads)
+        k = module._separate_heads(key, heads)
         logp = torch.log_softmax((q @ k.transpose(-1, -2)) * module.scaling, dim=-1)  # (N, heads, n_out, g*g)
         on_target = logp.masked_fill(~inside[:, None, None, :], float("-inf")).logsumexp(-1)
         total = total - on_target.mean()
@@ -1023,6 +1030,7 @@ def main(argv: list[str] | None = None) -> None:
             {"params": [p for n, p in named if n in wired], "weight_decay": 0.0},
         ],
         lr=args.lr,
+        fused=True,  # one kernel over all parameters instead of ~10 small ops per tensor (187 of them)
     )
     budget = args.minutes * 60
     start = last_save = time.time()
@@ -1065,7 +1073,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         opt.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True)
         opt.step()
         step += 1
         recent.append(stats["iou"])
