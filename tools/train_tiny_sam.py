@@ -32,6 +32,7 @@ import argparse
 import functools
 import itertools
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -581,12 +582,22 @@ def train_step(
     aux_centred: bool = False,
     aux_temperature: float = 0.1,
     aux_across: bool = False,
+    encoder_threads: int = 1,
 ) -> tuple[torch.Tensor, dict]:
     """Loss of one step on ``batch``: ``targets`` prompts of each kind in ``modes`` per sample, each decoded
     for ``rounds`` rounds (first prompt, then correction clicks). Stats: first-round IoU per mode, IoU per
-    round."""
+    round. The image encoder runs on ``encoder_threads`` torch threads in forward and backward (if more
+    than the current count): its matrix products are large enough to use a second core, the decoder's
+    are not."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(threads, encoder_threads))
     with torch.set_grad_enabled(train_encoder):
         emb = encode(model, batch)
+    torch.set_num_threads(threads)
+    if encoder_threads > threads and emb.requires_grad:
+        # The backward reaches the embedding after the decoder's and the losses' backward: from there on it is
+        # the encoder's. The caller restores its thread count after ``backward()``.
+        emb.register_hook(lambda grad: torch.set_num_threads(encoder_threads))
     if not train_encoder:
         aux, subcell_head = "none", None
     aux = (
@@ -778,7 +789,8 @@ def recipe_command(args) -> str:
         f"--{'' if args.wired else 'no-'}wired --{'' if args.train_match_offset else 'no-'}train-match-offset",
         f"--{'' if args.calibrate else 'no-'}calibrate --aux-temperature {args.aux_temperature:g}",
         f"--{'' if args.aux_across else 'no-'}aux-across",
-        f"--threads {args.threads} --workers {args.workers} --seed {args.seed} --out {args.out}",
+        f"--threads {args.threads} --encoder-threads {args.encoder_threads} --workers {args.workers}",
+        f"--seed {args.seed} --out {args.out}",
     ]
     return f"OMP_NUM_THREADS={args.threads} .venv/bin/python tools/train_tiny_sam.py " + " \\\n    ".join(flags)
 
@@ -831,7 +843,8 @@ def write_readme(out: Path, args, steps: int, seconds: float, metrics: dict) -> 
         f"Run of {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {steps} steps "
         f"({args.targets} prompt(s) of each kind in {args.modes} per image) in {seconds / 60:.1f} min on a 2-core "
         "x86_64 VM",
-        f"(no GPU, {args.threads} torch thread(s), batches made {'by a second process' if args.workers else 'inline'}; "
+        f"(no GPU, {args.threads} torch thread(s), {args.encoder_threads} for the image encoder, batches made "
+        f"{'by a second process' if args.workers else 'inline'}; "
         "other jobs may have shared the CPU, so the time is an upper bound).",
         "",
         "Evaluation through `maskwright.Predictor` on fresh scenes (seed 12345, sizes "
@@ -861,6 +874,7 @@ def step_batch(args, step: int, rng: np.random.Generator) -> list[Sample]:
 
 def _produce(args, seed: int, queue) -> None:
     cv2.setNumThreads(1)
+    os.nice(10)  # the encoder's second thread goes first; batches are made ahead, in the decoder's time
     rng = np.random.default_rng(seed)
     for step in itertools.count():
         batch = step_batch(args, step, rng)
@@ -964,6 +978,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default=4e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (use 1 on a shared CPU)")
+    parser.add_argument(
+        "--encoder-threads",
+        type=int,
+        default=2,
+        help="torch threads of the image encoder's forward and backward (1 on a shared CPU)",
+    )
     parser.add_argument(
         "--workers", type=int, default=1, choices=(0, 1), help="1: make batches in a background process (0: inline)"
     )
@@ -1070,9 +1090,11 @@ def main(argv: list[str] | None = None) -> None:
             aux_centred=args.wired,
             aux_temperature=args.aux_temperature,
             aux_across=args.aux_across,
+            encoder_threads=args.encoder_threads,
         )
         opt.zero_grad()
         loss.backward()
+        torch.set_num_threads(args.threads)
         torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True)
         opt.step()
         step += 1
