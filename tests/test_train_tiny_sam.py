@@ -338,3 +338,19 @@ def test_decode_on_the_full_frame_is_transformers(model, scene):
     assert torch.allclose(first_iou, expected.iou_scores[:, 0], atol=1e-5)
     assert torch.allclose(again, expected_again.pred_masks[:, 0], atol=1e-4)
     assert (again - without).abs().max() > 1e-2  # the fed-back mask is used
+
+
+def test_crop_pixels_are_the_padded_frames(scene):
+    """make_sample normalises only its crop's window of the input; the values are the full frame's, padding
+    (zeros past the resized 600x800 -> 768x1024 image) included."""
+    from maskwright.engines import sam_common
+
+    frame = sam_common.preprocess_sam(scene.image)[0]
+    rng = np.random.default_rng(8)
+    bottoms = []
+    for _ in range(12):
+        sample = trainer.make_sample(scene, rng, grid=32)
+        y, x = 16 * sample.ty, 16 * sample.tx
+        assert np.array_equal(sample.pixel, frame[:, :, y : y + 512, x : x + 512])
+        bottoms.append(y + 512)
+    assert max(bottoms) > 768  # some crops reach into the padding

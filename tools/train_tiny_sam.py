@@ -201,7 +201,8 @@ class Sample:
     """One training image as the encoder sees it: the padded 1024 frame, or a square crop of it aligned
     to the 16 px tokens.
 
-    pixel: (1, 3, 16 * grid, 16 * grid) normalised input; masks: (S, 4 * grid, 4 * grid) bool low-res
+    pixel: (1, 3, 16 * grid, 16 * grid) normalised input (sliced from the padded frame, or given already
+    sliced with ``pixel_is_crop``); masks: (S, 4 * grid, 4 * grid) bool low-res
     (4 px) instance masks inside the crop; ``ty, tx``: the crop's offset in tokens; ``eligible``: shapes
     lying (almost) wholly inside the crop, the only ones prompted. The crop keeps its absolute positions
     (slices of the ViT's position embedding and of the dense prompt encoding). Aligned to the ViT's
@@ -209,9 +210,13 @@ class Sample:
     tokens); at other offsets the windows tile it differently than they tile the full frame.
     """
 
-    def __init__(self, scene, pixel: np.ndarray, masks: np.ndarray, ty: int, tx: int, grid: int) -> None:
+    def __init__(
+        self, scene, pixel: np.ndarray, masks: np.ndarray, ty: int, tx: int, grid: int, pixel_is_crop: bool = False
+    ) -> None:
         self.scene, self.ty, self.tx, self.grid = scene, ty, tx, grid
-        self.pixel = pixel[:, :, 16 * ty : 16 * (ty + grid), 16 * tx : 16 * (tx + grid)]
+        if not pixel_is_crop:  # the padded 1024 frame
+            pixel = pixel[:, :, 16 * ty : 16 * (ty + grid), 16 * tx : 16 * (tx + grid)]
+        self.pixel = pixel
         self.masks = masks[:, 4 * ty : 4 * (ty + grid), 4 * tx : 4 * (tx + grid)]
         full, inside = masks.sum((1, 2)), self.masks.sum((1, 2))
         self.eligible = [k for k in range(len(masks)) if full[k] > 0 and inside[k] >= 0.9 * full[k]]
@@ -228,10 +233,9 @@ class Sample:
 def make_sample(scene, rng: np.random.Generator, grid: int = 64, align: int = 1) -> Sample | None:
     """A :class:`Sample` of ``scene``: the whole frame (``grid`` 64) or a ``grid``-token crop at a token offset
     that is a multiple of ``align``, holding at least one whole shape (None when no shape fits in such a crop)."""
-    pixel = sam_common.preprocess_sam(scene.image)[0]
     masks = np.stack([lowres_target(m) > 0.5 for m in scene.masks])
     if grid == INPUT // 16:
-        return Sample(scene, pixel, masks, 0, 0, grid)
+        return Sample(scene, sam_common.preprocess_sam(scene.image)[0], masks, 0, 0, grid)
     side = 4 * grid
     for a in rng.permutation(len(masks)):
         ys, xs = np.nonzero(masks[a])
@@ -245,7 +249,9 @@ def make_sample(scene, rng: np.random.Generator, grid: int = 64, align: int = 1)
                 break
             offsets.append(first + align * int(rng.integers((last - first) // align + 1)))
         if len(offsets) == 2:
-            return Sample(scene, pixel, masks, offsets[0], offsets[1], grid)
+            ty, tx = offsets
+            pixel = sam_common.preprocess_sam(scene.image, window=(16 * ty, 16 * tx, 16 * grid))[0]
+            return Sample(scene, pixel, masks, ty, tx, grid, pixel_is_crop=True)
     return None
 
 

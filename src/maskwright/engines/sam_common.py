@@ -41,17 +41,23 @@ def _normalise(rgb: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(out.transpose(2, 0, 1))
 
 
-def preprocess_sam(image: np.ndarray, target: int = INPUT_SIZE) -> tuple[np.ndarray, tuple[int, int]]:
+def preprocess_sam(
+    image: np.ndarray, target: int = INPUT_SIZE, window: tuple[int, int, int] | None = None
+) -> tuple[np.ndarray, tuple[int, int]]:
     """SAM input of an HxWx3 uint8 RGB image.
 
     Returns:
         pixel_values (1, 3, target, target) float32, and (new_h, new_w) of the unpadded resized image.
+        With ``window=(y0, x0, size)``, pixel_values is only that square of the padded input,
+        ``(1, 3, size, size)``, and only its pixels are normalised (a training crop: ~4x less work).
     """
     h, w = image.shape[:2]
     new_h, new_w = longest_side_shape(h, w, target)
     resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
-    pixel = np.zeros((1, 3, target, target), np.float32)
-    pixel[0, :, :new_h, :new_w] = _normalise(resized)
+    y0, x0, size = window if window is not None else (0, 0, target)
+    part = resized[y0 : y0 + size, x0 : x0 + size]
+    pixel = np.zeros((1, 3, size, size), np.float32)
+    pixel[0, :, : part.shape[0], : part.shape[1]] = _normalise(part)
     return pixel, (new_h, new_w)
 
 
