@@ -155,7 +155,7 @@ def main() -> None:
             f"  {args.draws} other draws pass: all bars {counts['all_pass']}, click {counts['click_pass']}, "
             f"box {counts['box_pass']}, negative click {counts['negative_pass']}"
         )
-        for key in [k for k in test if not k.endswith("pass")]:
+        for key in [k for k in test if not k.endswith("pass")] if draws else []:  # --draws 0: the tests' only
             values = np.array([d[key] for d in draws])
             print(f"  {key:22s} median {np.median(values):.3f}  range {values.min():.3f}-{values.max():.3f}")
 
