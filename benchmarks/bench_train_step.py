@@ -36,24 +36,13 @@ def load_trainer(name: str, path: Path):
     return module
 
 
-def make_step(trainer, fast: bool):
+def make_step(trainer, model_from_args, fast: bool):
     """One optimizer step of the default recipe's model, as ``trainer.main`` takes it."""
     import torch
     from tiny_sam_wiring import MATCH_CODE, fix_wiring, wire_prompt_path
 
     args = trainer.build_parser().parse_args([])
-    model = trainer.new_model(
-        args.seed,
-        args.attn_gain,
-        args.width,
-        args.vit_hidden,
-        vit_layers=args.vit_layers,
-        window=args.window,
-        downsample=args.attn_downsample,
-        heads=args.decoder_heads,
-        iou_head=args.iou_head,
-        decoder_layers=args.decoder_layers,
-    )
+    model = model_from_args(args)  # the same initial model for both trainers
     wire_prompt_path(model)
     fix_wiring(model)
     model.train()
@@ -117,7 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     data_rng = np.random.default_rng(1)
     recipe = current.build_parser().parse_args([])
     batches = [current.step_batch(recipe, i, data_rng) for i in range(args.batches)]
-    steps = {name: make_step(t, fast=(name == "working tree")) for name, t in trainers.items()}
+    steps = {
+        name: make_step(t, current.new_model_from_args, fast=(name == "working tree")) for name, t in trainers.items()
+    }
     for step in steps.values():  # warm-up: first calls allocate and pick kernels
         step(batches[0])
     times = {name: np.full((args.rounds, len(batches)), np.inf) for name in steps}

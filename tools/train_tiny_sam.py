@@ -124,6 +124,22 @@ def new_model(seed: int, gain: float = 2.0, width: int = 32, vit_hidden: int = 3
     return model
 
 
+def new_model_from_args(args: argparse.Namespace):
+    """:func:`new_model` with the architecture and seed of the trainer's command-line ``args``."""
+    return new_model(
+        args.seed,
+        args.attn_gain,
+        args.width,
+        args.vit_hidden,
+        vit_layers=args.vit_layers,
+        window=args.window,
+        downsample=args.attn_downsample,
+        heads=args.decoder_heads,
+        iou_head=args.iou_head,
+        decoder_layers=args.decoder_layers,
+    )
+
+
 def align_prompt_attention(model, gain: float = 2.0, values: bool = True) -> None:
     """Start every token<->image attention of the mask decoder as a positional match.
 
@@ -1012,18 +1028,7 @@ def main(argv: list[str] | None = None) -> None:
         model.shared_image_embedding.positional_embedding.requires_grad_(False)
         model.prompt_encoder.shared_embedding.positional_embedding.requires_grad_(False)
     else:
-        model = new_model(
-            args.seed,
-            args.attn_gain,
-            args.width,
-            args.vit_hidden,
-            vit_layers=args.vit_layers,
-            window=args.window,
-            downsample=args.attn_downsample,
-            heads=args.decoder_heads,
-            iou_head=args.iou_head,
-            decoder_layers=args.decoder_layers,
-        )
+        model = new_model_from_args(args)
         if args.encoder_from:
             from transformers import SamModel
 
