@@ -136,6 +136,55 @@ def test_readme_command_reproduces_the_arguments():
     assert vars(again) == vars(args)
 
 
+def run_schedule(schedule, seconds_per_step) -> tuple[list[float], list[float], list[float]]:
+    """Progress, learning rate and clock of each step the trainer's loop takes until progress reaches 1."""
+    progress, rates, clock = [], [], []
+    step, elapsed = 0, 0.0
+    while (p := schedule.progress(step, elapsed)) < 1:
+        progress.append(p)
+        rates.append(schedule.lr(step, p))
+        clock.append(elapsed)
+        elapsed += seconds_per_step(step)
+        step += 1
+    return progress, rates, clock
+
+
+def test_schedule_on_pace_is_by_steps_whatever_the_clock():
+    """A run fast enough for its steps gets exactly the step schedule: the same model on any such machine."""
+    runs = [
+        run_schedule(trainer.LearningRateSchedule(4e-3, 1000, budget=600.0), lambda step, f=f: f * 0.6)
+        for f in (0.5, 0.97)
+    ]
+    for progress, _, _ in runs:
+        assert len(progress) == 1000
+        assert progress == [step / 1000 for step in range(1000)]
+    assert runs[0][1] == runs[1][1]
+    rates = runs[0][1]
+    assert rates[0] == pytest.approx(4e-5) and max(rates) == pytest.approx(4e-3, rel=0.03)
+    assert rates[-1] < 1e-7
+
+
+@pytest.mark.parametrize("slowdown_from", [0, 600])
+def test_schedule_too_slow_for_its_steps_ends_annealed_within_the_budget(slowdown_from):
+    """1.25x too slow from the start, or 3x slower from step 600 on: the cosine's end follows the clock, so the
+    last step falls inside the budget with a learning rate near 0, and nothing jumps where the clock takes over."""
+    schedule = trainer.LearningRateSchedule(4e-3, 1000, budget=600.0)
+
+    def seconds_per_step(step: int) -> float:
+        return (0.75 if slowdown_from == 0 else 1.8) if step >= slowdown_from else 0.5
+
+    progress, rates, clock = run_schedule(schedule, seconds_per_step)
+    took_over = schedule.clock_from[0]
+    assert (took_over == 100) if slowdown_from == 0 else (600 < took_over < 1000)
+    assert progress[:took_over] == [step / 1000 for step in range(took_over)]
+    last_step_seconds = seconds_per_step(len(progress) - 1)
+    assert len(progress) < 1000 and 600.0 - 2 * last_step_seconds < clock[-1] <= 600.0  # the budget, all of it
+    assert rates[-1] < 1e-3 * 4e-3
+    after = np.diff(rates[100:])
+    assert (after <= 1e-12).all()  # decreasing after the warm-up
+    assert np.abs(np.diff(progress)).max() < 3 * seconds_per_step(999) / 600.0
+
+
 def test_train_steps_fit_a_fixed_batch():
     """The whole step (encoder, instance and sub-cell losses, prompts, correction rounds, localisation and
     candidate losses) trains: repeated on one batch, its loss falls."""

@@ -20,10 +20,13 @@ With ``--calibrate`` (the default), MATCH's threshold (how alike a pixel's code 
 fitted after training on validation scenes (:func:`calibrate_match_offset`). The instance loss compares
 the codes of all images in a step (``--aux-across``, the default), not only within each image.
 
-The schedule is step-based (cosine over ``--steps``, so the same command gives the same model on a busy or
-an idle CPU); the model is saved every few minutes, so a cut-off run still leaves a usable fixture. At the
-end the model is evaluated on fresh scenes through ``maskwright.Predictor`` and the numbers are written into
-the fixture's README.md.
+The learning rate warms up, then follows a cosine over ``--steps`` steps, so the same command gives the same
+model on any machine fast enough to take them within ``--minutes`` (the whole run's budget, calibration and
+evaluation included). On a slower machine (or a busy one) the rest of the cosine follows the clock from the
+moment the pace so far would overrun, and the run ends annealed, with fewer steps, within the budget
+(:class:`LearningRateSchedule`). The model is saved every few minutes, so a cut-off run still leaves a usable
+fixture. At the end the model is evaluated on fresh scenes through ``maskwright.Predictor`` and the numbers
+are written into the fixture's README.md.
 """
 
 from __future__ import annotations
@@ -581,6 +584,36 @@ def hard_iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
 
 
+class LearningRateSchedule:
+    """Linear warm-up over ``warmup`` steps, then a cosine decay to 0 over ``steps`` optimizer steps that must fit
+    in ``budget`` seconds of training.
+
+    While the run is on pace to take all ``steps`` within the budget, :meth:`progress` is ``step / steps``: the
+    schedule, and so the model, do not depend on the machine's speed. Once the average pace so far (checked
+    from the end of the warm-up on) would overrun the budget, the rest of the cosine follows the clock, from
+    where it was to 1 when the budget ends: the run still ends annealed, with fewer steps. Stopping
+    mid-schedule instead would leave the model at a high learning rate, half trained.
+    """
+
+    def __init__(self, base_lr: float, steps: int, budget: float, warmup: int = 100) -> None:
+        self.base_lr, self.steps, self.budget, self.warmup = base_lr, steps, budget, warmup
+        self.clock_from: tuple[int, float, float] | None = None  # (step, elapsed s, progress) when the clock took over
+
+    def progress(self, step: int, elapsed: float) -> float:
+        """0 -> 1 over the run (the run ends at 1); ``elapsed``: seconds since training started."""
+        if self.clock_from is None:
+            if step < self.warmup or elapsed * self.steps / step <= self.budget:
+                return step / self.steps
+            self.clock_from = (step, elapsed, step / self.steps)
+        _, start, done = self.clock_from
+        left = self.budget - start
+        return done + (1 - done) * (elapsed - start) / left if left > 0 else 1.0
+
+    def lr(self, step: int, progress: float) -> float:
+        warm = min(1.0, (step + 1) / self.warmup)
+        return self.base_lr * warm * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
 MODES = ("click", "box", "union")
 
 
@@ -817,7 +850,9 @@ def recipe_command(args) -> str:
     return f"OMP_NUM_THREADS={args.threads} .venv/bin/python tools/train_tiny_sam.py " + " \\\n    ".join(flags)
 
 
-def write_readme(out: Path, args, steps: int, seconds: float, metrics: dict) -> None:
+def write_readme(
+    out: Path, args, steps: int, seconds: float, metrics: dict, clock_from: tuple[int, float, float] | None = None
+) -> None:
     size = (out / "model.safetensors").stat().st_size
     n_params = metrics.pop("n_params")
     lines = [
@@ -868,6 +903,16 @@ def write_readme(out: Path, args, steps: int, seconds: float, metrics: dict) -> 
         f"(no GPU, {args.threads} torch thread(s), {args.encoder_threads} for the image encoder, batches made "
         f"{'by a second process' if args.workers else 'inline'}; "
         "other jobs may have shared the CPU, so the time is an upper bound).",
+        *(
+            [
+                "",
+                f"The {args.minutes:g}-minute budget was too short for {args.steps} steps at this machine's pace: from "
+                f"step {clock_from[0]} on, the learning-rate schedule followed the clock, so this model depends on "
+                "the machine's speed (a rerun will not repeat it to the digit).",
+            ]
+            if clock_from is not None
+            else []
+        ),
         "",
         "Evaluation through `maskwright.Predictor` on fresh scenes (seed 12345, sizes "
         + ", ".join(f"{h}x{w}" for h, w in EVAL_SIZES)
@@ -930,7 +975,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=str(REPO / "tests" / "fixtures" / "tiny-sam"))
     parser.add_argument("--steps", type=int, default=2800, help="optimizer steps (the learning-rate schedule's length)")
-    parser.add_argument("--minutes", type=float, default=30.0, help="wall-clock cap; stops early if reached")
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=30.0,
+        help="budget of the whole run; if too short for --steps, the schedule's end follows the clock",
+    )
     parser.add_argument("--batch", type=int, default=2, help="images per step")
     parser.add_argument("--crop", type=int, default=32, help="square crops of this many tokens (64: full frame)")
     parser.add_argument("--crop-batch", type=int, default=4, help="crops per crop step")
@@ -1016,7 +1066,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+FINISH_SECONDS = 60.0  # calibration, evaluation and saving after the last step
+
+
 def main(argv: list[str] | None = None) -> None:
+    script_start = time.time()
     args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -1063,7 +1117,10 @@ def main(argv: list[str] | None = None) -> None:
         lr=args.lr,
         fused=True,  # one kernel over all parameters instead of ~10 small ops per tensor (187 of them)
     )
-    budget = args.minutes * 60
+    # --minutes is the whole run's budget: leave the time calibration and evaluation take after training
+    # (~35 s with another training run beside them) and what was spent before the first step.
+    budget = args.minutes * 60 - FINISH_SECONDS - (time.time() - script_start)
+    schedule = LearningRateSchedule(args.lr, args.steps, budget)
     start = last_save = time.time()
     step, recent, recent_modes = 0, [], {}
     batches = batch_stream(args, args.seed + 1, args.workers)
@@ -1071,14 +1128,19 @@ def main(argv: list[str] | None = None) -> None:
     fast_upscaling(model)
     aux_channels = MATCH_CODE if args.wired else AUX_CHANNELS
     modes = tuple(args.modes.split(","))
-    while step < args.steps:
+    while True:
         elapsed = time.time() - start
-        if elapsed >= budget:
-            print(f"time budget of {args.minutes:g} min reached at step {step} of {args.steps}", flush=True)
+        clock_was_off = schedule.clock_from is None
+        progress = schedule.progress(step, elapsed)
+        if clock_was_off and schedule.clock_from is not None:
+            print(
+                f"at step {step} ({elapsed / 60:.1f} min) the pace so far would take {args.steps} steps past the "
+                f"{budget / 60:.1f}-min training budget: the rest of the schedule follows the clock",
+                flush=True,
+            )
+        if progress >= 1:
             break
-        # Schedule by steps, not wall clock: the same command gives the same model on a busy or idle CPU.
-        frac = step / args.steps
-        lr = args.lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * frac))
+        lr = schedule.lr(step, progress)
         for g in opt.param_groups:
             g["lr"] = lr
         batch = next(batches)
@@ -1127,6 +1189,8 @@ def main(argv: list[str] | None = None) -> None:
     model.eval()
     save(model, out)
     print(f"trained {step} steps in {seconds / 60:.1f} min", flush=True)
+    if schedule.clock_from is not None:
+        print(f"the time budget took {args.steps - step} steps off the {args.steps} planned", flush=True)
     factor = None
     if args.calibrate and args.wired:
         factor, table = calibrate_match_offset(out)
@@ -1137,7 +1201,7 @@ def main(argv: list[str] | None = None) -> None:
         metrics["match_offset_factor (--calibrate)"] = factor
     print(metrics, flush=True)
     metrics["n_params"] = n_params
-    write_readme(out, args, step, seconds, metrics)
+    write_readme(out, args, step, seconds, metrics, schedule.clock_from)
 
 
 if __name__ == "__main__":
