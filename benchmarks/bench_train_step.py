@@ -46,8 +46,10 @@ def make_step(trainer, model_from_args, fast: bool):
     wire_prompt_path(model)
     fix_wiring(model)
     model.train()
-    upscaling = getattr(trainer, "fast_upscaling", None) or trainer.contiguous_upscaling
-    upscaling(model)
+    for name in ("fast_mask_decoder", "fast_upscaling", "contiguous_upscaling"):  # the trainer's training-only speed-up
+        if hasattr(trainer, name):
+            getattr(trainer, name)(model)
+            break
     subcell_head = torch.nn.Linear(args.width, 16)
     probe = trainer.TokenAttentionProbe(model)
     params = [p for p in [*model.parameters(), *subcell_head.parameters()] if p.requires_grad]

@@ -340,30 +340,43 @@ def test_supervised_contrastive_loss_is_its_definition():
     assert grads[1][1][7].abs().sum() > 0  # a lone token is still another token's negative
 
 
-def test_matmul_upscaling_is_the_transposed_convolutions(scene):
-    """The trainer's matrix-product upscaling gives the decoder's masks and gradients of nn.ConvTranspose2d."""
+@pytest.mark.parametrize("multimask", [True, False])
+def test_fast_mask_decoder_is_transformers(scene, multimask):
+    """The trainer's mask decoder (channels-last tokens, matrix-product upscaling, only the masks returned) gives
+    SamMaskDecoder's masks, scores and gradients, with and without a fed-back mask."""
     model = trainer.new_model(1, width=16, vit_hidden=16)
     batch = [trainer.make_sample(scene, np.random.default_rng(0), grid=32)]
-    tasks = [trainer.Task(0, "click", batch[0], np.random.default_rng(seed)) for seed in (2, 3)]
+    tasks = [trainer.Task(0, mode, batch[0], np.random.default_rng(2)) for mode in ("box", "box")]
     full_pe = model.get_image_wide_positional_embeddings()[0].permute(1, 2, 0)
     image_pe = batch[0].tokens(full_pe).permute(2, 0, 1)[None].expand(2, -1, -1, -1)
+    fed_back = torch.randn(2, 1, 128, 128) * 4
 
-    def masks_and_grads():
+    def outputs_and_grads():
         model.zero_grad()
         emb = trainer.encode(model, batch).expand(2, -1, -1, -1)
-        masks, _ = trainer.decode(model, emb, image_pe, tasks, None, multimask=True)
-        (masks * torch.linspace(-1, 1, masks.shape[-1])).sum().backward()
-        return masks.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        out, loss = [], 0
+        for masks_in in (None, fed_back):
+            masks, iou = trainer.decode(model, emb, image_pe, tasks, masks_in, multimask=multimask)
+            loss = loss + (masks * torch.linspace(-1, 1, masks.shape[-1])).sum() + iou.sum() * 100
+            out += [masks.detach(), iou.detach()]
+        loss.backward()
+        return out, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
-    masks, grads = masks_and_grads()
-    trainer.fast_upscaling(model)
-    fast_masks, fast_grads = masks_and_grads()
-    assert masks.shape == fast_masks.shape == (2, 3, 128, 128)
-    assert torch.allclose(masks, fast_masks, atol=1e-4 * masks.abs().max())
-    assert grads.keys() == fast_grads.keys() and "mask_decoder.upscale_conv1.weight" in grads
+    stock, grads = outputs_and_grads()
+    trainer.fast_mask_decoder(model)
+    fast, fast_grads = outputs_and_grads()
+    assert stock[0].shape == fast[0].shape == (2, 3 if multimask else 1, 128, 128)
+    for a, b in zip(stock, fast):
+        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-4 * a.abs().max())
+    # The masks not returned are not made: their hypernetworks get no gradient, where the stock path's is 0.
+    # (In a training step the click's multimask round and the others' single masks use all four.)
+    unused = tuple(f"mask_decoder.output_hypernetworks_mlps.{i}." for i in ((0,) if multimask else (1, 2, 3)))
+    assert {n for n in grads if n.startswith(unused)} == grads.keys() - fast_grads.keys()
+    assert "mask_decoder.upscale_conv1.weight" in fast_grads and not fast_grads.keys() - grads.keys()
     scale = max(float(g.abs().max()) for g in grads.values())  # some are zero up to rounding (key biases)
     for name, grad in grads.items():
-        assert torch.allclose(grad, fast_grads[name], rtol=1e-3, atol=1e-5 * scale), name
+        expected = fast_grads.get(name, torch.zeros_like(grad))
+        assert torch.allclose(grad, expected, rtol=1e-3, atol=1e-5 * scale), name
 
 
 def test_decode_on_the_full_frame_is_transformers(model, scene):
