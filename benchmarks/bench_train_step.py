@@ -72,7 +72,7 @@ def make_step(trainer, model_from_args, fast: bool):
 
     def step(batch) -> None:
         loss, _ = trainer.train_step(model, batch, rng, **kwargs)
-        opt.zero_grad()
+        opt.zero_grad(set_to_none=False)
         loss.backward()
         torch.set_num_threads(1)
         torch.nn.utils.clip_grad_norm_(params, 1.0, **({"foreach": True} if fast else {}))

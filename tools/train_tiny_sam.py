@@ -1202,7 +1202,9 @@ def main(argv: list[str] | None = None) -> None:
             aux_across=args.aux_across,
             encoder_threads=args.encoder_threads,
         )
-        opt.zero_grad()
+        # Zeros, not None: a hypernetwork whose mask no call of the step returned (~1 step in 1000) still gets
+        # AdamW's decay and momentum, as with the stock decoder, which makes every mask (and a 0 gradient).
+        opt.zero_grad(set_to_none=False)
         loss.backward()
         torch.set_num_threads(args.threads)
         torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True)
