@@ -517,7 +517,8 @@ def _mask_decoder_forward(
     **_unused,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``SamMaskDecoder.forward`` for one prompt per image (the trainer's case), same maths (equal up to rounding;
-    tested), about a third cheaper on a CPU, forward and backward:
+    tested), cheaper on a CPU (a training step: 0.925x alone, 0.82x beside two other runs;
+    ``benchmarks/bench_train_step.py``):
 
     - the image tokens stay channels-last from the transformer's input to the masks, so no elementwise op
       mixes two memory layouts (the stock path's ``repeat_interleave`` makes them channels-first, and each
@@ -1155,7 +1156,7 @@ def main(argv: list[str] | None = None) -> None:
         fused=True,  # one kernel over all parameters instead of ~10 small ops per tensor (187 of them)
     )
     # --minutes is the whole run's budget: leave the time calibration and evaluation take after training
-    # (~35 s with another training run beside them) and what was spent before the first step.
+    # (~35 s with two training runs beside them) and what was spent before the first step.
     budget = args.minutes * 60 - FINISH_SECONDS - (time.time() - script_start)
     schedule = LearningRateSchedule(args.lr, args.steps, budget)
     start = last_save = time.time()
