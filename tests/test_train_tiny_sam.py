@@ -287,6 +287,31 @@ def test_calibration_keeps_the_best_match_offset(tmp_path):
             assert torch.equal(saved[other].detach(), p.detach()), other
 
 
+def test_calibration_scores_count_failed_prompts_as_zero_and_leave_the_offset(tmp_path):
+    """Each factor's score is the mean IoU of the clicks and negative clicks tiny_sam_bars measures, with a
+    prompt below FAILED_PROMPT counted 0; the engine's MATCH offset is as before afterwards."""
+    import tiny_sam_wiring as wiring
+    from tiny_sam_bars import bar_scenes, click_ious, negative_click_shares
+
+    from maskwright import Predictor
+    from maskwright.engines.sam_registry import load_sam_engine
+
+    model = trainer.new_model(0, width=wiring.WIDTH, vit_hidden=16, heads=1)
+    wiring.wire_prompt_path(model)
+    trainer.save(model.eval(), tmp_path)
+    engine = load_sam_engine(str(tmp_path), decoder="torch")
+    name = "mask_decoder.transformer.layers.0.cross_attn_image_to_token.k_proj.weight"
+    before = engine.model.get_parameter(name).detach().clone()
+    scenes = bar_scenes(5, per_size=1)
+    scores = trainer.calibration_scores(engine, scenes, (1.0, 1.3))
+    assert torch.allclose(engine.model.get_parameter(name), before)
+    predictor = Predictor(engine)
+    ious = np.array(click_ious(predictor, scenes) + negative_click_shares(predictor, scenes)[2])
+    assert 0 < (ious < trainer.FAILED_PROMPT).sum() < len(ious)  # the untrained model fails some prompts
+    expected = np.where(ious < trainer.FAILED_PROMPT, 0.0, ious).mean()
+    assert scores[1.0] == pytest.approx(expected) and scores[1.0] < ious.mean()
+
+
 def test_instance_loss_across_images_separates_look_alikes_of_other_images():
     """Per image, only that image's shapes are negatives; with ``across``, the shapes of the batch's other
     images are too: one-hot codes that repeat from image to image cost nothing per image, but across images

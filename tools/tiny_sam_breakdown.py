@@ -24,11 +24,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic_shapes import interior_point, make_scene, mask_box  # noqa: E402
 from tiny_sam_wiring import CODE  # noqa: E402
-from train_tiny_sam import EVAL_SIZES, INPUT, iou  # noqa: E402
+from train_tiny_sam import EVAL_SIZES, INPUT  # noqa: E402
 
 from maskwright import Predictor  # noqa: E402
 from maskwright.engines.sam_registry import load_sam_engine  # noqa: E402
 from maskwright.engines.transforms import longest_side_shape  # noqa: E402
+from maskwright.masks import iou  # noqa: E402
 
 EXTENTS = ((0, 256), (256, 384), (384, 512), (512, INPUT + 1))
 DISTANCES = (0, 32, 64, 128, 256, 2 * INPUT)
