@@ -848,7 +848,7 @@ def recipe_command(args) -> str:
     flags = [
         f"--steps {args.steps} --minutes {args.minutes:g} --batch {args.batch} --crop {args.crop}",
         f"--crop-batch {args.crop_batch} --crop-align {args.crop_align} --full-every {args.full_every}",
-        f"--modes {args.modes} --targets {args.targets}",
+        f"--modes {args.modes} --targets {args.targets} --color-distance {args.color_distance:g}",
         f"--rounds {args.rounds} --width {args.width} --vit-hidden {args.vit_hidden} --vit-layers {args.vit_layers}",
         f"--window {args.window} --attn-downsample {args.attn_downsample} --decoder-heads {args.decoder_heads}",
         f"--decoder-layers {args.decoder_layers}",
@@ -883,7 +883,7 @@ def write_readme(
         f"{n_params:,} parameters, `model.safetensors` {size / 1e6:.2f} MB (float32).",
         "",
         "Trained from scratch on synthetic scenes (`tools/synthetic_shapes.py`: textured ellipses, polygons and",
-        f"rectangles on textured backgrounds, colors >= {MIN_COLOR_DISTANCE:g} apart) with maskwright's real SAM",
+        f"rectangles on textured backgrounds, colors >= {args.color_distance:g} apart) with maskwright's real SAM",
         "pre-processing, mixed prompts (click,",
         "jittered box, two clicks -> union then a negative click), correction clicks from the error region and",
         "previous logits as `mask_input`, plus a supervised-contrastive instance loss on the image embedding"
@@ -950,7 +950,8 @@ def step_batch(args, step: int, rng: np.random.Generator) -> list[Sample]:
     grid, n_images = (INPUT // 16, args.batch) if full else (args.crop, args.crop_batch)
     batch: list[Sample] = []
     while len(batch) < n_images:
-        sample = make_sample(make_scene(rng, *random_size(rng)), rng, grid, args.crop_align)
+        scene = make_scene(rng, *random_size(rng), min_color_distance=args.color_distance)
+        sample = make_sample(scene, rng, grid, args.crop_align)
         if sample is not None and sample.eligible:
             batch.append(sample)
     return batch
@@ -1028,6 +1029,12 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="auxiliary loss: each token predicts its 4x4 sub-cell mask",
+    )
+    parser.add_argument(
+        "--color-distance",
+        type=float,
+        default=MIN_COLOR_DISTANCE,
+        help="training scenes' min color distance (RGB L2) between shapes and background (the tests': 120)",
     )
     parser.add_argument("--vit-hidden", type=int, default=64, help="hidden size of the tiny ViT")
     parser.add_argument("--width", type=int, default=72, help="image-embedding / decoder width")
