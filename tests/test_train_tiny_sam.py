@@ -312,6 +312,18 @@ def test_calibration_scores_count_failed_prompts_as_zero_and_leave_the_offset(tm
     assert scores[1.0] == pytest.approx(expected) and scores[1.0] < ious.mean()
 
 
+def test_tests_verdict_tells_a_passing_model_from_a_failing_one(tmp_path):
+    """The trainer's last word on a run: the committed fixture meets the tests' bars, an untrained model not."""
+    import tiny_sam_wiring as wiring
+
+    fixture = Path(__file__).parent / "fixtures" / "tiny-sam"
+    assert trainer.tests_verdict(fixture).startswith("On the tests' scenes this model meets every bar")
+    model = trainer.new_model(0, width=wiring.WIDTH, vit_hidden=16, heads=1)
+    wiring.wire_prompt_path(model)
+    trainer.save(model.eval(), tmp_path)
+    assert "FAILS a bar" in trainer.tests_verdict(tmp_path)
+
+
 def test_instance_loss_across_images_separates_look_alikes_of_other_images():
     """Per image, only that image's shapes are negatives; with ``across``, the shapes of the batch's other
     images are too: one-hot codes that repeat from image to image cost nothing per image, but across images

@@ -787,6 +787,31 @@ CALIBRATION_SEED = 777  # neither the evaluation's 12345, the tests' 2024 nor ti
 FAILED_PROMPT = 0.6  # a prompt whose mask has a lower IoU counts 0 in calibration (tiny_sam_bars' "low")
 
 
+def tests_verdict(model_dir: Path) -> str:
+    """Whether the saved model meets ``tests/test_tiny_sam.py``'s bars on the tests' own scenes, in a sentence.
+
+    Reported, never used to choose anything: a run of the recipe is a draw, and its model passes the tests'
+    scenes about half the time (docs/benchmarks.md, sessions 17-19), so whoever replaces the fixture must
+    know which they got."""
+    from tiny_sam_bars import bar_scenes, measure
+
+    from maskwright import Predictor
+    from maskwright.engines.sam_registry import load_sam_engine
+
+    r = measure(Predictor(load_sam_engine(str(model_dir), decoder="torch")), bar_scenes())
+    numbers = (
+        f"click mean {r['click_mean']:.3f} (share below 0.6: {r['click_low_share']:.2f}), box mean "
+        f"{r['box_mean']:.3f} ({r['box_low_share']:.2f}), negative click {r['b_covered']:.2f} / {r['b_left']:.2f} / "
+        f"{r['a_kept']:.2f}"
+    )
+    if r["all_pass"]:
+        return f"On the tests' scenes this model meets every bar of tests/test_tiny_sam.py: {numbers}."
+    return (
+        f"On the tests' scenes this model FAILS a bar of tests/test_tiny_sam.py ({numbers}): do not commit it as "
+        "the fixture; another --seed gives another draw."
+    )
+
+
 def calibration_scores(engine, scenes, factors: tuple[float, ...]) -> dict[float, float]:
     """For each factor of MATCH's offset: the mean IoU over ``scenes`` of the prompts MATCH serves -- one click
     per shape (the best-scored candidate), and two clicks on consecutive shapes then a negative click on the
@@ -866,7 +891,13 @@ def recipe_command(args) -> str:
 
 
 def write_readme(
-    out: Path, args, steps: int, seconds: float, metrics: dict, clock_from: tuple[int, float, float] | None = None
+    out: Path,
+    args,
+    steps: int,
+    seconds: float,
+    metrics: dict,
+    clock_from: tuple[int, float, float] | None = None,
+    verdict: str = "",
 ) -> None:
     size = (out / "model.safetensors").stat().st_size
     n_params = metrics.pop("n_params")
@@ -939,6 +970,7 @@ def write_readme(
         "|---|---|",
     ]
     lines += [f"| {k} | {v:.3f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()]
+    lines += ["", verdict] if verdict else []
     lines += ["", "Not a segmentation model for real photos: it only knows synthetic shapes.", ""]
     (out / "README.md").write_text("\n".join(lines))
 
@@ -1241,8 +1273,10 @@ def main(argv: list[str] | None = None) -> None:
     if factor is not None:
         metrics["match_offset_factor (--calibrate)"] = factor
     print(metrics, flush=True)
+    verdict = tests_verdict(out)
+    print(verdict, flush=True)
     metrics["n_params"] = n_params
-    write_readme(out, args, step, seconds, metrics, schedule.clock_from)
+    write_readme(out, args, step, seconds, metrics, schedule.clock_from, verdict)
 
 
 if __name__ == "__main__":
