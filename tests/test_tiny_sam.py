@@ -57,7 +57,7 @@ GOOD_PRECISION = 0.75  # share of mask pixels on shapes (session 8's fixture: 0.
 
 @pytest.fixture(scope="module")
 def scenes():
-    """Fresh scenes (tools/tiny_sam_bars.py: seed 2024; training draws from seed 0's stream)."""
+    """Fresh scenes (tools/tiny_sam_bars.py: seed 2024; training draws from streams seeded by its --seed)."""
     return bar_scenes()
 
 

@@ -29,7 +29,7 @@ from synthetic_shapes import MIN_COLOR_DISTANCE, Scene, interior_point, make_sce
 from maskwright import Predictor  # noqa: E402
 from maskwright.masks import iou  # noqa: E402
 
-TEST_SEED = 2024  # the tests' draw; training uses seed 0's stream, the trainer's evaluation 12345
+TEST_SEED = 2024  # the tests' draw; training draws from streams seeded by its --seed, the trainer's evaluation 12345
 SIZES = ((300, 500), (700, 240))  # (H, W): wide and tall, neither a multiple of 16
 SCENES_PER_SIZE = 4
 IOU_BARS = {"mean": 0.85, "size_mean": 0.8, "low": 0.6, "low_share": 0.1}  # for clicks and for boxes
