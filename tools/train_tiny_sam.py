@@ -790,7 +790,7 @@ def tests_verdict(model_dir: Path) -> str:
     """Whether the saved model meets ``tests/test_tiny_sam.py``'s bars on the tests' own scenes, in a sentence.
 
     Reported, never used to choose anything: a run of the recipe is a draw, and its model passes the tests'
-    scenes about half the time (docs/benchmarks.md, sessions 17-19), so whoever replaces the fixture must
+    scenes in seven runs of ten so far (docs/benchmarks.md, sessions 17-19), so whoever replaces the fixture must
     know which they got."""
     from tiny_sam_bars import bar_scenes, measure
 
@@ -1173,7 +1173,7 @@ def main(argv: list[str] | None = None) -> None:
         fused=True,  # one kernel over all parameters instead of ~10 small ops per tensor (187 of them)
     )
     # --minutes is the whole run's budget: leave the time calibration and evaluation take after training
-    # (~35 s with two training runs beside them) and what was spent before the first step.
+    # (~40 s alone, up to ~80 s beside another run) and what was spent before the first step.
     budget = args.minutes * 60 - FINISH_SECONDS - (time.time() - script_start)
     schedule = LearningRateSchedule(args.lr, args.steps, budget)
     start = last_save = time.time()
