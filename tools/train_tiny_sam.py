@@ -23,10 +23,11 @@ the codes of all images in a step (``--aux-across``, the default), not only with
 The learning rate warms up, then follows a cosine over ``--steps`` steps, so the same command gives the same
 model on any machine fast enough to take them within ``--minutes`` (the whole run's budget, calibration and
 evaluation included). On a slower machine (or a busy one) the rest of the cosine follows the clock from the
-moment the pace so far would overrun, and the run ends annealed, with fewer steps, within the budget
-(:class:`LearningRateSchedule`). The model is saved every few minutes, so a cut-off run still leaves a usable
-fixture. At the end the model is evaluated on fresh scenes through ``maskwright.Predictor`` and the numbers
-are written into the fixture's README.md.
+moment the pace so far would overrun, and the run ends annealed within the budget, with fewer steps (more
+if the machine gets faster again: it then trains to the end of the budget) (:class:`LearningRateSchedule`).
+The model is saved every few minutes, so a cut-off run still leaves a usable fixture. At the end the model
+is evaluated on fresh scenes through ``maskwright.Predictor`` and the numbers are written into the fixture's
+README.md.
 """
 
 from __future__ import annotations
@@ -629,7 +630,8 @@ class LearningRateSchedule:
     While the run is on pace to take all ``steps`` within the budget, :meth:`progress` is ``step / steps``: the
     schedule, and so the model, do not depend on the machine's speed. Once the average pace so far (checked
     from the end of the warm-up on) would overrun the budget, the rest of the cosine follows the clock, from
-    where it was to 1 when the budget ends: the run still ends annealed, with fewer steps. Stopping
+    where it was to 1 when the budget ends: the run still ends annealed, with fewer steps (or more, if the
+    pace picks up again after a busy spell: from then on the run lasts the whole budget). Stopping
     mid-schedule instead would leave the model at a high learning rate, half trained.
     """
 
