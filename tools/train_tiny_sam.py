@@ -1249,7 +1249,7 @@ def main(argv: list[str] | None = None) -> None:
     save(model, out)
     print(f"trained {step} steps in {seconds / 60:.1f} min", flush=True)
     if schedule.clock_from is not None:
-        print(f"the time budget took {args.steps - step} steps off the {args.steps} planned", flush=True)
+        print(f"the time budget gave {step} steps for the {args.steps} planned", flush=True)
     factor = None
     if args.calibrate and args.wired:
         factor, table = calibrate_match_offset(out)
